@@ -1,0 +1,5 @@
+"""`python -m healer` is the `healer` command."""
+
+from healer.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""The `healer` command: one Typer app, one sub-app per noun; commands parse, call the core, print."""
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from healer import __version__
+from healer.cli import db, model, presets, runs
+from healer.cli.common import App
+
+app = App(name="healer", help="Run, measure and steer SFT then RL post-training; every number lands in one SQLite file.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"healer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    db_path: Annotated[
+        Path | None, typer.Option("--db", help="database file (default: $HEALER_HOME/healer.db)", envvar="HEALER_DB")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", help="print the version and exit", callback=_version, is_eager=True)
+    ] = False,
+) -> None:
+    """Run, measure and steer SFT then RL post-training; every number lands in one SQLite file."""
+    if db_path is not None:
+        os.environ["HEALER_DB"] = str(db_path.expanduser().resolve())
+
+
+runs.register(app)
+db.register(app)
+app.add_typer(presets.app, name="presets")
+app.add_typer(model.app, name="model")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,34 @@
+"""`healer db path` and `healer sql`: where the store is, and read-only SQL over it."""
+
+from typing import Annotated
+
+import typer
+
+from healer import paths
+from healer.cli.common import App, out, print_json, print_table
+from healer.store import query_read_only
+
+app = App(help="The SQLite store.")
+
+
+@app.command("path")
+def db_path() -> None:
+    """Print the path of the database file."""
+    out.print(str(paths.db_path()), markup=False)
+
+
+def sql(
+    query: Annotated[str, typer.Argument(help="one SELECT statement")],
+    json_out: Annotated[bool, typer.Option("--json", help="print a JSON list of objects")] = False,
+) -> None:
+    """Run one read-only SELECT against the database; writes are rejected."""
+    columns, rows = query_read_only(paths.db_path(), query)
+    if json_out:
+        print_json([dict(zip(columns, row, strict=True)) for row in rows])
+    else:
+        print_table(columns, rows)
+
+
+def register(root: App) -> None:
+    root.add_typer(app, name="db")
+    root.command("sql")(sql)

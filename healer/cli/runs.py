@@ -1,0 +1,138 @@
+"""`healer run`, `healer runs ls|show` and `healer metrics`: start runs and read what they recorded."""
+
+import dataclasses
+import sys
+from typing import Annotated
+
+import typer
+
+from healer import report
+from healer.cli.common import App, err, fmt, open_store, out, print_json, print_table
+from healer.presets import load_preset
+from healer.runner import create_run, reap_dead, run_foreground
+from healer.store import Run, Status, Store
+
+app = App(help="Runs and their lineage.")
+
+EXIT_CODES = {Status.DONE: 0, Status.FAILED: 1, Status.CANCELLED: 130}
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+RunArgument = Annotated[str, typer.Argument(help="run id or name")]
+
+
+def run(
+    preset: Annotated[str, typer.Argument(help="preset file (presets/tiny-sft.toml) or name (tiny-sft)")],
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="override a preset key, e.g. --set train.lr=1e-4")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="run name (default: the preset's)")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="do not echo the run's log")] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Run a preset now, in its own subprocess; Ctrl-C cancels it."""
+    loaded = load_preset(preset, overrides or [])
+    if name:
+        loaded = dataclasses.replace(loaded, spec=dataclasses.replace(loaded.spec, name=name))
+    store = open_store()
+    created = create_run(store, loaded)
+    err.print(f"run {created.id} ({created.name}) started; log: {created.log_path}", markup=False)
+    finished = run_foreground(store, created, echo=None if quiet else sys.stderr)
+    if json_out:
+        print_json(report.run_detail(store, finished))
+    else:
+        print_run_summary(store, finished)
+    raise typer.Exit(EXIT_CODES.get(Status(finished.status), 1))
+
+
+def print_run_summary(store: Store, run: Run) -> None:
+    """Status, the loss curve and the checkpoints of a finished run, in a few lines."""
+    out.print(f"run {run.id} {run.name}: {run.status}" + (f" ({run.reason})" if run.reason else ""), markup=False)
+    loss = report.curve_summary(store.metrics(run.id, "loss"))
+    if loss:
+        (s0, v0), (s1, v1), (sm, vm) = loss["first"], loss["last"], loss["min"]
+        out.print(f"  loss {v0:.3f} (step {s0}) -> {v1:.3f} (step {s1}); lowest {vm:.3f} at step {sm}")
+        out.print(f"  {loss['sparkline']}")
+    checkpoints = store.checkpoints(run.id)
+    if checkpoints:
+        steps = ", ".join(str(c.step) for c in checkpoints)
+        out.print(f"  {len(checkpoints)} checkpoints (steps {steps}) in {run.out_dir}", markup=False)
+
+
+@app.command("ls")
+def ls(json_out: JsonOption = False) -> None:
+    """List runs, oldest first."""
+    store = open_store()
+    reap_dead(store)
+    rows = [report.run_row(store, r) for r in store.runs()]
+    if json_out:
+        print_json(rows)
+        return
+    loss = {r.id: store.last_metrics(r.id).get("loss") for r in store.runs()}
+    print_table(
+        ["id", "name", "kind", "status", "step", "loss", "parent", "created"],
+        [[r["id"], r["name"], r["kind"], r["status"], f"{r['step'] or 0}/{r['total_steps'] or '?'}",
+          fmt(loss[r["id"]].value if loss[r["id"]] else None), _parent(r), r["created_at"]] for r in rows],
+    )
+
+
+@app.command("show")
+def show(ref: RunArgument, json_out: JsonOption = False) -> None:
+    """Show one run: spec, status, lineage, checkpoints and last metrics."""
+    store = open_store()
+    reap_dead(store)
+    detail = report.run_detail(store, store.find_run(ref))
+    if json_out:
+        print_json(detail)
+        return
+    _print_detail(store, detail)
+
+
+def _print_detail(store: Store, d: dict) -> None:
+    fields = ["status", "kind", "method", "model_path", "created_at", "started_at", "finished_at", "exit_code",
+              "reason", "host", "out_dir", "log_path", "preset_path", "healer_version", "git_commit"]
+    out.print(f"run {d['id']}  {d['name']}", style="bold", markup=False)
+    print_table(["", ""], [[k, d[k]] for k in fields if d.get(k) is not None])
+    if d["lineage"]:
+        chain = " -> ".join(f"run {a['id']} {a['name']}@{a['step']}" for a in d["lineage"])
+        out.print(f"lineage: {chain} -> run {d['id']}", markup=False)
+    if d["children"]:
+        out.print("children: " + ", ".join(f"run {c['id']} from step {c['parent_step']}" for c in d["children"]))
+    if d["checkpoints"]:
+        out.print()
+        print_table(["step", "path", "protected"],
+                    [[c["step"], c["path"], "yes" if c["protected"] else ""] for c in d["checkpoints"]],
+                    title="checkpoints")
+    if d["last_metrics"]:
+        out.print()
+        print_table(["metric", "step", "value"],
+                    [[k, v["step"], fmt(v["value"])] for k, v in d["last_metrics"].items()], title="last metrics")
+    loss = report.curve_summary(store.metrics(d["id"], "loss"))
+    if loss:
+        out.print(f"\nloss {loss['sparkline']}  {loss['first'][1]:.3f} -> {loss['last'][1]:.3f}")
+
+
+def metrics(
+    ref: RunArgument,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="only this metric, e.g. loss")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Print a run's metrics: one row per (step, name), the trainer's names kept."""
+    store = open_store()
+    run = store.find_run(ref)
+    rows = [report.metric_row(m) for m in store.metrics(run.id, name)]
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        err.print(f"run {run.id} has no metrics" + (f" named {name!r}" if name else ""), markup=False)
+        return
+    print_table(["step", "name", "value"], [[r["step"], r["name"], fmt(r["value"], 6)] for r in rows])
+
+
+def _parent(row: dict) -> str:
+    return "" if row["parent_run"] is None else f"{row['parent_run']}@{row['parent_step']}"
+
+
+def register(root: App) -> None:
+    root.command("run")(run)
+    root.command("metrics")(metrics)
+    root.add_typer(app, name="runs")

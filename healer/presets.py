@@ -1,0 +1,259 @@
+"""RunSpec, the resolved configuration of a run, and TOML presets that hold only overrides of its defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from healer import paths
+from healer.errors import HealerError
+
+
+def opt(default: Any, help: str) -> Any:
+    """A dataclass field with a default and the help text `healer presets show --help-keys` prints."""
+    if isinstance(default, (list, dict)):
+        raise TypeError("use a tuple for sequence defaults")
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    path: str = opt("", "local model directory or hub id (org/name); `{home}` expands to $HEALER_HOME")
+    build: Literal["", "tiny", "small"] = opt("", "build healer's offline tiny model of this size at `path` if missing")
+    revision: str = opt("", "hub revision (branch, tag or commit) when `path` is a hub id")
+    trust_remote_code: bool = opt(False, "allow custom modelling code shipped with a hub model")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str = opt("arithmetic", "task that provides training data, splits and scoring (`healer task ls`)")
+    train_split: str = opt("id", "split the training examples are drawn from")
+    n_train: int = opt(2000, "number of training examples drawn")
+    seed: int = opt(0, "seed of the data draw, separate from the training seed")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    max_steps: int = opt(100, "optimizer steps")
+    batch_size: int = opt(8, "examples per device per micro-step")
+    grad_accum: int = opt(1, "micro-steps per optimizer step (global batch = batch_size x grad_accum x devices)")
+    lr: float = opt(2e-5, "peak learning rate")
+    lr_scheduler: Literal[
+        "linear", "cosine", "constant", "constant_with_warmup", "cosine_with_min_lr", "warmup_stable_decay"
+    ] = opt("linear", "learning-rate schedule (transformers names)")
+    warmup_steps: int = opt(0, "linear warm-up steps")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    max_grad_norm: float = opt(1.0, "gradient clipping norm")
+    max_length: int = opt(1024, "longest tokenised example; longer ones are truncated")
+    logging_steps: int = opt(10, "log metrics every N optimizer steps")
+    save_steps: int = opt(50, "save (and register) a checkpoint every N optimizer steps, and at the end")
+    gradient_checkpointing: Literal["auto", "on", "off"] = opt("auto", "auto = on for CUDA, off on CPU")
+    completion_only_loss: bool = opt(True, "loss on the completion tokens only, not the prompt")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    enabled: bool = opt(False, "train LoRA adapters (peft) instead of all parameters")
+    r: int = opt(16, "adapter rank")
+    alpha: int = opt(32, "adapter scaling numerator (scale = alpha / r)")
+    dropout: float = opt(0.05, "dropout on the adapter input")
+    target_modules: tuple[str, ...] = opt(
+        ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), "modules that get adapters"
+    )
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str = opt("", "run name; defaults to the preset's file name")
+    method: Literal["sft"] = opt("sft", "training method")
+    seed: int = opt(0, "training seed (initialisation of adapters, data order, sampling)")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = opt("auto", "auto = bf16 on CUDA when supported, else fp32")
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto = CUDA when available, else CPU")
+    model: ModelSpec = opt(ModelSpec(), "the starting model")
+    task: TaskSpec = opt(TaskSpec(), "training data")
+    train: TrainSpec = opt(TrainSpec(), "optimisation")
+    lora: LoraSpec = opt(LoraSpec(), "LoRA adapters")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A preset file (or none) and the RunSpec it resolves to, with its --set overrides applied."""
+
+    spec: RunSpec
+    path: Path | None
+    text: str
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+# -- loading -----------------------------------------------------------------------------------------
+
+
+def preset_dirs() -> list[Path]:
+    """Where preset names are looked up: ./presets, the presets shipped with healer, $HEALER_HOME/presets."""
+    package = Path(__file__).resolve().parent
+    candidates = [Path.cwd() / "presets", package.parent / "presets", package / "_presets", paths.home() / "presets"]
+    seen: list[Path] = []
+    for directory in candidates:
+        if directory.is_dir() and directory.resolve() not in seen:
+            seen.append(directory.resolve())
+    return seen
+
+
+def find_preset(ref: str) -> Path:
+    """A preset by path (`presets/tiny-sft.toml`) or by name (`tiny-sft`)."""
+    direct = Path(ref).expanduser()
+    if direct.is_file():
+        return direct
+    if direct.suffix == "" and "/" not in ref:
+        for directory in preset_dirs():
+            candidate = directory / f"{ref}.toml"
+            if candidate.is_file():
+                return candidate
+    names = sorted({p.stem for d in preset_dirs() for p in d.glob("*.toml")})
+    hint = f"; known presets: {', '.join(names)}" if names else ""
+    raise HealerError(f"preset {ref!r} not found (give a .toml path or a preset name){hint}")
+
+
+def load_preset(ref: str, overrides: list[str] = ()) -> Preset:  # type: ignore[assignment]
+    """Load a preset file, apply `key=value` overrides, validate, and resolve paths."""
+    path = find_preset(ref)
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise HealerError(f"{path}: not valid TOML: {exc}") from None
+    data.setdefault("name", path.stem)
+    build_spec(data, source=str(path))  # the file alone must be valid, so errors name the right source
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    spec = build_spec(data, source=f"{path} with --set {' '.join(overrides)}" if overrides else str(path))
+    return Preset(spec=resolve(spec, source=str(path)), path=path.resolve(), text=text)
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`train.lr=1e-4` -> ("train.lr", 0.0001); values are TOML literals, else plain strings."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise HealerError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=1e-4")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise HealerError(f"--set {key}: {part!r} is a value, not a section")
+    node[leaf] = value
+
+
+def build_spec(data: dict[str, Any], source: str = "preset", cls: type = RunSpec, prefix: str = "") -> Any:
+    """Turn a (nested) dict into a frozen spec, naming the file and key of the first problem."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(known)})"
+            raise HealerError(f"{source}: unknown key {dotted!r}{hint}")
+        values[key] = _coerce(raw, hints[key], source, dotted)
+    return cls(**values)
+
+
+def _coerce(raw: Any, hint: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(raw, dict):
+            raise HealerError(f"{source}: {key} must be a table ([{key}]), got {_kind(raw)}")
+        return build_spec(raw, source, hint, prefix=f"{key}.")
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if raw not in choices:
+            raise HealerError(f"{source}: {key} = {raw!r} is not one of {', '.join(map(repr, choices))}")
+        return raw
+    if origin is tuple:
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise HealerError(f"{source}: {key} must be a list of strings, got {_kind(raw)}")
+        return tuple(raw)
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported union in spec field {key}")
+    if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
+    if hint is bool and not isinstance(raw, bool) or hint is not bool and isinstance(raw, bool):
+        raise HealerError(f"{source}: {key} must be {hint.__name__}, got {_kind(raw)}")
+    if not isinstance(raw, hint):
+        raise HealerError(f"{source}: {key} must be {hint.__name__}, got {_kind(raw)}")
+    return raw
+
+
+def _kind(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}" if not isinstance(value, dict) else "a table"
+
+
+# -- validation and resolution -----------------------------------------------------------------------
+
+
+def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
+    """Check values that types cannot, and expand the model path, before any work is done."""
+    for key in ("max_steps", "batch_size", "grad_accum", "logging_steps", "save_steps", "max_length"):
+        if getattr(spec.train, key) < 1:
+            raise HealerError(f"{source}: train.{key} must be at least 1")
+    if spec.train.lr <= 0:
+        raise HealerError(f"{source}: train.lr must be positive")
+    if spec.task.n_train < 1:
+        raise HealerError(f"{source}: task.n_train must be at least 1")
+    from healer.tasks import task_names
+
+    if spec.task.name not in task_names():
+        raise HealerError(f"{source}: task.name {spec.task.name!r} is not a known task ({', '.join(task_names())})")
+    model = dataclasses.replace(spec.model, path=resolve_model_path(spec.model, source))
+    return dataclasses.replace(spec, model=model)
+
+
+def resolve_model_path(model: ModelSpec, source: str) -> str:
+    """An absolute local path, or a hub id; a missing local path is an error unless healer can build it."""
+    if not model.path:
+        raise HealerError(f"{source}: model.path is required (a model directory or a hub id like Qwen/Qwen2.5-0.5B)")
+    expanded = Path(paths.expand(model.path))
+    if expanded.exists() or model.build:
+        return str(expanded.resolve())
+    looks_local = model.path.startswith(("/", ".", "~", "{home}")) or not HUB_ID.match(model.path)
+    if looks_local:
+        raise HealerError(
+            f"{source}: model.path {str(expanded)!r} does not exist; point it at a model directory "
+            "(see `healer model tiny OUT_DIR`) or a hub id"
+        )
+    return model.path
+
+
+def spec_help(cls: type = RunSpec, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(key, default, help) for every leaf field, for `healer presets keys`."""
+    rows: list[tuple[str, str, str]] = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type if not isinstance(f.type, str) else None) or dataclasses.is_dataclass(
+            f.default
+        ):
+            rows.extend(spec_help(type(f.default), f"{prefix}{f.name}."))
+        else:
+            rows.append((f"{prefix}{f.name}", repr(f.default), f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,74 @@
+"""Plain-data views of runs (the JSON contract of the CLI) and small summaries of metric curves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from healer.store import Metric, Run, Store
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def run_row(store: Store, run: Run) -> dict[str, Any]:
+    """One run as `runs ls --json` prints it: id, name, kind, status, parent_run, parent_step, created_at, ..."""
+    return {
+        "id": run.id, "name": run.name, "kind": run.kind, "method": run.method, "status": run.status,
+        "parent_run": run.parent_run, "parent_step": run.parent_step, "created_at": run.created_at,
+        "started_at": run.started_at, "finished_at": run.finished_at, "exit_code": run.exit_code,
+        "step": store.last_step(run.id), "total_steps": run.total_steps,
+    }
+
+
+def run_detail(store: Store, run: Run) -> dict[str, Any]:
+    """`runs show --json`: the row plus model_path, spec, checkpoints, lineage and the last metrics."""
+    return {
+        **run_row(store, run),
+        "model_path": run.model_path,
+        "spec": run.spec_dict,
+        "checkpoints": [
+            {"step": c.step, "path": c.path, "protected": c.protected, "created_at": c.created_at}
+            for c in store.checkpoints(run.id)
+        ],
+        "last_metrics": {name: {"step": m.step, "value": m.value} for name, m in store.last_metrics(run.id).items()},
+        "lineage": lineage(store, run),
+        "children": [{"id": c.id, "name": c.name, "parent_step": c.parent_step} for c in store.children(run.id)],
+        "reason": run.reason, "out_dir": run.out_dir, "log_path": run.log_path, "preset_path": run.preset_path,
+        "host": run.host, "pid": run.pid, "healer_version": run.healer_version, "git_commit": run.git_commit,
+    }
+
+
+def lineage(store: Store, run: Run) -> list[dict[str, Any]]:
+    """The chain of ancestors, oldest first: each run with the step its child started from."""
+    chain: list[dict[str, Any]] = []
+    current, seen = run, {run.id}
+    while current.parent_run is not None and current.parent_run not in seen:
+        parent = store.run(current.parent_run)
+        chain.insert(0, {"id": parent.id, "name": parent.name, "kind": parent.kind, "step": current.parent_step})
+        seen.add(parent.id)
+        current = parent
+    return chain
+
+
+def metric_row(m: Metric) -> dict[str, Any]:
+    return {"step": m.step, "name": m.name, "value": m.value, "wall_time": m.wall_time}
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """A one-line unicode plot of a series, resampled to at most `width` characters."""
+    if not values:
+        return ""
+    if len(values) > width:
+        values = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(width)]
+    low, high = min(values), max(values)
+    span = (high - low) or 1.0
+    return "".join(SPARKS[min(len(SPARKS) - 1, int((v - low) / span * len(SPARKS)))] for v in values)
+
+
+def curve_summary(metrics: list[Metric]) -> dict[str, Any] | None:
+    """First, lowest and last value of one metric's curve, with the steps they occurred at."""
+    points = [(m.step, m.value) for m in metrics if m.value is not None]
+    if not points:
+        return None
+    low = min(points, key=lambda p: p[1])
+    return {"first": points[0], "min": low, "last": points[-1], "points": len(points),
+            "sparkline": sparkline([v for _, v in points])}

@@ -1,0 +1,167 @@
+"""Create a run from a preset, execute it in its own subprocess with its own log, and reap what it leaves."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import TextIO
+
+from healer import __version__
+from healer.presets import Preset
+from healer.store import FINISHED, Run, Status, Store, pid_alive
+
+CANCEL_GRACE_S = 30.0
+STALE_HEARTBEAT_S = 300.0  # a run on another host with no heartbeat for this long is presumed dead
+KIND_OF_METHOD = {"sft": "sft", "grpo": "rl", "rloo": "rl"}
+
+
+def create_run(store: Store, preset: Preset, *, parent_run: int | None = None, parent_step: int | None = None) -> Run:
+    """Insert a queued run for a resolved preset, with its own folder and log path beside the database."""
+    spec = preset.spec
+    run = store.create_run(
+        kind=KIND_OF_METHOD[spec.method], method=spec.method, name=spec.name, spec=spec.to_dict(),
+        preset_path=str(preset.path) if preset.path else None, preset_text=preset.text,
+        model_path=spec.model.path, parent_run=parent_run, parent_step=parent_step,
+        total_steps=spec.train.max_steps, healer_version=__version__, git_commit=git_commit(),
+    )
+    out_dir = store.path.parent / "runs" / f"{run.id:05d}-{_slug(spec.name)}"
+    store.update_run(run.id, out_dir=str(out_dir), log_path=str(out_dir / "run.log"))
+    return store.run(run.id)
+
+
+def launch(store: Store, run: Run) -> subprocess.Popen[bytes]:
+    """Start `python -m healer.train RUN_ID` in a new session, stdout and stderr into the run's log file."""
+    assert run.out_dir and run.log_path
+    Path(run.out_dir).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HEALER_DB": str(store.path), "PYTHONUNBUFFERED": "1"}
+    with open(run.log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "healer.train", str(run.id)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+
+
+def run_foreground(store: Store, run: Run, echo: TextIO | None = sys.stderr) -> Run:
+    """Run to completion, echoing the log; Ctrl-C cancels the run (SIGTERM, then SIGKILL after a grace period)."""
+    process = launch(store, run)
+    cancelled = False
+    with open(run.log_path or os.devnull, errors="replace") as log:
+        try:
+            while process.poll() is None:
+                _echo(log, echo)
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            cancelled = True
+            if echo:
+                echo.write(f"\ncancelling run {run.id} ...\n")
+            stop(process)
+        _echo(log, echo)
+    return reap(store, run.id, process.returncode, cancelled=cancelled)
+
+
+def stop(process: subprocess.Popen[bytes], grace_s: float = CANCEL_GRACE_S) -> None:
+    """SIGTERM, then SIGKILL if the run has not ended within the grace period."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+        process.kill()
+        process.wait()
+
+
+def reap(store: Store, run_id: int, returncode: int | None, *, cancelled: bool = False) -> Run:
+    """Give a run whose process has ended a final status, if the process could not record one itself."""
+    run = store.run(run_id)
+    if run.status not in FINISHED:
+        status = Status.CANCELLED if cancelled else Status.FAILED
+        reason = f"{describe_exit(returncode)}; {tail_reason(run.log_path)}"
+        store.finish_run(run_id, status, exit_code=returncode, reason=reason)
+    return store.run(run_id)
+
+
+def reap_dead(store: Store) -> list[int]:
+    """Mark runs whose process is gone as failed, so that no run shows as running forever."""
+    host, now, reaped = socket.gethostname(), time.time(), []
+    for run in store.runs(status=[Status.RUNNING]):
+        if run.host == host:
+            dead = run.pid is None or not _is_run_process(run.pid, run.id)
+            why = f"process {run.pid} is gone (killed or crashed)"
+        else:
+            dead = run.heartbeat is not None and now - run.heartbeat > STALE_HEARTBEAT_S
+            why = f"no heartbeat from {run.host} for {now - (run.heartbeat or now):.0f} s"
+        if dead:
+            store.finish_run(run.id, Status.FAILED, exit_code=None, reason=f"{why}; {tail_reason(run.log_path)}")
+            reaped.append(run.id)
+    return reaped
+
+
+def _is_run_process(pid: int, run_id: int) -> bool:
+    if not pid_alive(pid):
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if not cmdline.exists():
+        return True
+    try:
+        args = cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"healer.train" in args and str(run_id).encode() in args
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "exit status unknown"
+    if returncode < 0:
+        try:
+            return f"killed by signal {-returncode} ({signal.Signals(-returncode).name})"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def tail_reason(log_path: str | None, lines: int = 3) -> str:
+    """The last non-empty lines of a log, joined on one line, for a failure reason."""
+    tail = tail_lines(log_path, lines)
+    return "last log lines: " + " | ".join(tail) if tail else "the log is empty"
+
+
+def tail_lines(log_path: str | None, lines: int = 20) -> list[str]:
+    if not log_path or not Path(log_path).exists():
+        return []
+    with open(log_path, errors="replace") as log:
+        kept = deque((line.rstrip() for line in log if line.strip()), maxlen=lines)
+    return list(kept)
+
+
+def git_commit() -> str | None:
+    """The commit of the healer checkout this code runs from, when it is one."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _echo(log: TextIO, echo: TextIO | None) -> None:
+    chunk = log.read()
+    if chunk and echo:
+        echo.write(chunk)
+        echo.flush()
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:60] or "run"

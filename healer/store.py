@@ -1,0 +1,308 @@
+"""The SQLite store: the only module with SQL, and the only channel between CLI, runs, worker and TUI."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from healer.errors import HealerError
+from healer.migrations import MIGRATIONS
+
+BUSY_TIMEOUT_S = 30.0
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
+
+
+def utcnow() -> str:
+    """The current time as ISO 8601 in UTC, the format of every *_at column."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    kind: str
+    method: str
+    name: str
+    status: str
+    spec: str
+    created_at: str
+    preset_path: str | None = None
+    preset_text: str | None = None
+    model_path: str | None = None
+    parent_run: int | None = None
+    parent_step: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    out_dir: str | None = None
+    log_path: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    heartbeat: float | None = None
+    total_steps: int | None = None
+    healer_version: str | None = None
+    git_commit: str | None = None
+
+    @property
+    def spec_dict(self) -> dict[str, Any]:
+        return json.loads(self.spec)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    id: int
+    run_id: int
+    step: int
+    path: str
+    protected: bool
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Metric:
+    id: int
+    run_id: int
+    step: int
+    name: str
+    value: float | None
+    wall_time: float
+
+
+def _row(cls: type, row: sqlite3.Row) -> Any:
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: row[k] for k in row.keys() if k in names})
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        conn.execute("PRAGMA journal_mode=WAL")
+    except (OSError, sqlite3.OperationalError) as exc:
+        raise HealerError(
+            f"cannot open the database {path}: {exc}; point --db or $HEALER_HOME at a writable directory"
+        ) from None
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of the process
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class Store:
+    """One connection to healer.db; open one Store per process or thread."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.conn = _connect(self.path)
+        self.db = Database(self.conn, execute_plugins=False)
+        try:
+            MIGRATIONS.apply(self.db)
+        except sqlite3.OperationalError as exc:
+            raise HealerError(f"cannot prepare the database {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs -------------------------------------------------------------------------------------
+
+    def create_run(self, *, kind: str, method: str, name: str, spec: Mapping[str, Any], **extra: Any) -> Run:
+        """Insert a queued run; `extra` holds optional columns (preset_text, model_path, parent_run, ...)."""
+        unknown = set(extra) - {f.name for f in fields(Run)}
+        if unknown:
+            raise ValueError(f"unknown run columns: {sorted(unknown)}")
+        row = dict(kind=kind, method=method, name=name, status=Status.QUEUED.value,
+                   spec=json.dumps(spec, sort_keys=True), created_at=utcnow(), **extra)
+        with self.db.atomic():
+            cursor = self.conn.execute(
+                f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+            )
+        return self.run(cursor.lastrowid)
+
+    def update_run(self, run_id: int, **columns: Any) -> None:
+        """Set columns of one run in one short transaction."""
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        with self.db.atomic():
+            self.conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*columns.values(), run_id])
+
+    def run(self, run_id: int) -> Run:
+        row = self.conn.execute("SELECT * FROM runs WHERE id = ?", [run_id]).fetchone()
+        if row is None:
+            raise HealerError(f"no run with id {run_id}; `healer runs ls` lists the runs")
+        return _row(Run, row)
+
+    def find_run(self, ref: str) -> Run:
+        """A run by id (`12`) or by name (the newest run with that name)."""
+        ref = ref.strip()
+        if ref.isdigit():
+            return self.run(int(ref))
+        row = self.conn.execute("SELECT * FROM runs WHERE name = ? ORDER BY id DESC LIMIT 1", [ref]).fetchone()
+        if row is None:
+            raise HealerError(f"no run with id or name {ref!r}; `healer runs ls` lists the runs")
+        return _row(Run, row)
+
+    def runs(self, status: Iterable[str] | None = None) -> list[Run]:
+        if status is None:
+            rows = self.conn.execute("SELECT * FROM runs ORDER BY id").fetchall()
+        else:
+            wanted = list(status)
+            marks = ", ".join("?" * len(wanted))
+            rows = self.conn.execute(f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY id", wanted).fetchall()
+        return [_row(Run, r) for r in rows]
+
+    def children(self, run_id: int) -> list[Run]:
+        rows = self.conn.execute("SELECT * FROM runs WHERE parent_run = ? ORDER BY id", [run_id]).fetchall()
+        return [_row(Run, r) for r in rows]
+
+    def mark_running(self, run_id: int, *, pid: int, host: str) -> None:
+        self.update_run(run_id, status=Status.RUNNING.value, pid=pid, host=host, started_at=utcnow(),
+                        heartbeat=time.time(), finished_at=None, exit_code=None, reason=None)
+
+    def heartbeat(self, run_id: int) -> None:
+        self.update_run(run_id, heartbeat=time.time())
+
+    def finish_run(self, run_id: int, status: Status, *, exit_code: int | None, reason: str | None = None) -> None:
+        """Record the end of a run; a run that already finished keeps its first verdict."""
+        with self.db.atomic():
+            self.conn.execute(
+                "UPDATE runs SET status = ?, exit_code = ?, reason = ?, finished_at = ? "
+                "WHERE id = ? AND status NOT IN ('done', 'failed', 'cancelled')",
+                [status.value, exit_code, reason, utcnow(), run_id],
+            )
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def add_checkpoint(self, run_id: int, step: int, path: str, *, protected: bool = False) -> Checkpoint:
+        with self.db.atomic():
+            self.conn.execute(
+                "INSERT INTO checkpoints (run_id, step, path, protected, created_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id, step) DO UPDATE SET path = excluded.path",
+                [run_id, step, str(path), int(protected), utcnow()],
+            )
+        row = self.conn.execute("SELECT * FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
+        return _checkpoint(row)
+
+    def checkpoints(self, run_id: int) -> list[Checkpoint]:
+        rows = self.conn.execute("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id]).fetchall()
+        return [_checkpoint(r) for r in rows]
+
+    # -- metrics ----------------------------------------------------------------------------------
+
+    def log_metrics(self, run_id: int, step: int, metrics: Mapping[str, float], wall_time: float | None = None) -> int:
+        """Upsert one step's metrics in one transaction; returns the number of rows written."""
+        now = time.time() if wall_time is None else wall_time
+        rows = [(run_id, step, name, _finite(value), now) for name, value in metrics.items()]
+        with self.db.atomic():
+            self.conn.executemany(
+                "INSERT INTO metrics (run_id, step, name, value, wall_time) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id, name, step) DO UPDATE SET value = excluded.value, wall_time = excluded.wall_time",
+                rows,
+            )
+        return len(rows)
+
+    def metrics(self, run_id: int, name: str | None = None, after_id: int = 0) -> list[Metric]:
+        """Metric rows of a run in step order, optionally one name, optionally only rows newer than after_id."""
+        sql = "SELECT * FROM metrics WHERE run_id = ? AND id > ?"
+        params: list[Any] = [run_id, after_id]
+        if name is not None:
+            sql += " AND name = ?"
+            params.append(name)
+        rows = self.conn.execute(sql + " ORDER BY step, name", params).fetchall()
+        return [_row(Metric, r) for r in rows]
+
+    def last_metrics(self, run_id: int) -> dict[str, Metric]:
+        """The latest value of every metric name of a run."""
+        rows = self.conn.execute(
+            "SELECT m.* FROM metrics m JOIN (SELECT name, MAX(step) AS step FROM metrics WHERE run_id = ? "
+            "GROUP BY name) last ON m.name = last.name AND m.step = last.step WHERE m.run_id = ? ORDER BY m.name",
+            [run_id, run_id],
+        ).fetchall()
+        return {r["name"]: _row(Metric, r) for r in rows}
+
+    def last_step(self, run_id: int) -> int | None:
+        row = self.conn.execute("SELECT MAX(step) FROM metrics WHERE run_id = ?", [run_id]).fetchone()
+        return row[0]
+
+
+def _checkpoint(row: sqlite3.Row) -> Checkpoint:
+    return Checkpoint(id=row["id"], run_id=row["run_id"], step=row["step"], path=row["path"],
+                      protected=bool(row["protected"]), created_at=row["created_at"])
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# -- read-only SQL for `healer sql` -------------------------------------------------------------------
+
+_READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+
+
+def _read_only(action: int, *args: object) -> int:
+    return sqlite3.SQLITE_OK if action in _READ_ACTIONS else sqlite3.SQLITE_DENY
+
+
+def query_read_only(path: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one SELECT on a read-only connection whose authorizer denies every write, ATTACH and PRAGMA."""
+    if not path.exists():
+        raise HealerError(f"no database at {path}; run something first or pass --db")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    try:
+        conn.set_authorizer(_read_only)
+        cursor = conn.execute(sql)
+        columns = [d[0] for d in cursor.description or []]
+        return columns, cursor.fetchall()
+    except sqlite3.DatabaseError as exc:
+        message = str(exc)
+        if "not authorized" in message:
+            message = "only read-only SELECT statements are allowed"
+        raise HealerError(f"sql: {message}") from None
+    except sqlite3.Warning as exc:  # e.g. "You can only execute one statement at a time."
+        raise HealerError(f"sql: {exc}") from None
+    finally:
+        conn.close()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists and is not a zombie (a killed child its parent has not reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
+        try:
+            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    return True

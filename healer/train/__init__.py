@@ -1,0 +1,1 @@
+"""Training: the only package that imports torch, transformers, trl and peft (lazily, inside functions)."""

@@ -1,0 +1,74 @@
+"""The body of a run's subprocess: mark it running, heartbeat, train, record how it ended."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import traceback
+from types import FrameType
+
+from healer import paths
+from healer.presets import RunSpec, build_spec
+from healer.store import Run, Status, Store
+
+HEARTBEAT_S = 10.0
+
+
+class RunCancelled(BaseException):
+    """Raised in the main thread by SIGTERM or SIGINT; a BaseException so library code cannot swallow it."""
+
+
+def main(run_id: int) -> int:
+    store = Store(paths.db_path())
+    run = store.run(run_id)
+    store.mark_running(run_id, pid=os.getpid(), host=socket.gethostname())
+    _install_signal_handlers()
+    stop_heartbeat = _start_heartbeat(store.path, run_id)
+    try:
+        execute(store.run(run_id), build_spec(run.spec_dict, source=f"run {run_id}"), store)
+    except RunCancelled as cancel:
+        store.finish_run(run_id, Status.CANCELLED, exit_code=130, reason=str(cancel))
+        print(f"healer: run {run_id} cancelled ({cancel})", flush=True)
+        return 130
+    except BaseException as exc:  # noqa: BLE001 - every failure must land in the store
+        traceback.print_exc()
+        store.finish_run(run_id, Status.FAILED, exit_code=1, reason=f"{type(exc).__name__}: {exc}"[:2000])
+        return 1
+    finally:
+        stop_heartbeat.set()
+    store.finish_run(run_id, Status.DONE, exit_code=0)
+    print(f"healer: run {run_id} done", flush=True)
+    return 0
+
+
+def execute(run: Run, spec: RunSpec, store: Store) -> None:
+    """Dispatch on the method; each method's module has one `run(run, spec, store)`."""
+    if spec.method == "sft":
+        from healer.train import sft
+
+        sft.run(run, spec, store)
+    else:
+        raise ValueError(f"method {spec.method!r} is not implemented")
+
+
+def _install_signal_handlers() -> None:
+    def cancel(signum: int, frame: FrameType | None) -> None:
+        raise RunCancelled(f"received {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, cancel)
+    signal.signal(signal.SIGINT, cancel)
+
+
+def _start_heartbeat(db_path: os.PathLike[str], run_id: int) -> threading.Event:
+    """A daemon thread with its own connection that stamps the run every HEARTBEAT_S seconds."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        with Store(db_path) as own:
+            while not stop.wait(HEARTBEAT_S):
+                own.heartbeat(run_id)
+
+    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+    return stop

@@ -1,0 +1,75 @@
+"""Device, precision and the from_pretrained path every model takes, the tiny one included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from healer.errors import HealerError
+from healer.presets import RunSpec
+
+
+def resolve_device(spec: RunSpec) -> str:
+    import torch
+
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise HealerError("device = 'cuda' but no CUDA device is visible; set device = 'auto' or 'cpu'")
+    if spec.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return spec.device
+
+
+def resolve_precision(spec: RunSpec, device: str) -> str:
+    """auto = bf16 on a CUDA device that supports it, fp32 otherwise; half precision needs CUDA."""
+    import torch
+
+    if spec.precision == "auto":
+        return "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if spec.precision in ("bf16", "fp16") and device != "cuda":
+        raise HealerError(f"precision = {spec.precision!r} needs a CUDA device; use 'auto' or 'fp32' on CPU")
+    return spec.precision
+
+
+def trainer_device_args(spec: RunSpec) -> dict[str, Any]:
+    """The TrainingArguments that follow from device, precision and gradient checkpointing."""
+    device = resolve_device(spec)
+    precision = resolve_precision(spec, device)
+    checkpointing = {"on": True, "off": False, "auto": device == "cuda"}[spec.train.gradient_checkpointing]
+    return dict(use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16",
+                gradient_checkpointing=checkpointing)
+
+
+def ensure_model(spec: RunSpec) -> str:
+    """The model path, after building healer's tiny model there if the preset asks for it and it is missing."""
+    path = spec.model.path
+    if spec.model.build and not Path(path).exists():
+        from healer.train.tiny import save_tiny
+
+        print(f"healer: building the {spec.model.build} model at {path}", flush=True)
+        save_tiny(Path(path), spec.model.build)
+    return path
+
+
+def load_tokenizer(path: str, spec: RunSpec) -> Any:
+    from transformers import AutoTokenizer
+
+    kwargs = _hub_kwargs(spec)
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, spec: RunSpec) -> Any:
+    """Weights in fp32; bf16/fp16 training runs as mixed precision over them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **_hub_kwargs(spec))
+
+
+def _hub_kwargs(spec: RunSpec) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": spec.model.trust_remote_code}
+    if spec.model.revision:
+        kwargs["revision"] = spec.model.revision
+    return kwargs

@@ -1,0 +1,83 @@
+"""Supervised fine-tuning with TRL's SFTTrainer, the loss on the completion only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from healer.presets import RunSpec
+from healer.store import Run, Store
+from healer.tasks import get_task
+
+
+def run(run: Run, spec: RunSpec, store: Store) -> None:
+    from trl import SFTConfig, SFTTrainer
+
+    from healer.train.callbacks import StoreCallback
+    from healer.train.loading import ensure_model, load_model, load_tokenizer, trainer_device_args
+
+    quiet_progress_bars()
+    model_path = ensure_model(spec)
+    tokenizer = load_tokenizer(model_path, spec)
+    model = load_model(model_path, spec)
+    dataset = sft_dataset(spec)
+
+    config = SFTConfig(
+        output_dir=run.out_dir,
+        max_steps=spec.train.max_steps,
+        per_device_train_batch_size=spec.train.batch_size,
+        gradient_accumulation_steps=spec.train.grad_accum,
+        learning_rate=spec.train.lr,
+        lr_scheduler_type=spec.train.lr_scheduler,
+        warmup_steps=spec.train.warmup_steps,
+        weight_decay=spec.train.weight_decay,
+        max_grad_norm=spec.train.max_grad_norm,
+        max_length=spec.train.max_length,
+        completion_only_loss=spec.train.completion_only_loss,
+        logging_steps=spec.train.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps",
+        save_steps=spec.train.save_steps,
+        seed=spec.seed,
+        report_to="none",
+        disable_tqdm=True,  # the log gets one plain line per logging step instead of progress bars
+        **trainer_device_args(spec),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(spec),
+        callbacks=[StoreCallback(store, run.id)],
+    )
+    trainer.train()
+
+
+def sft_dataset(spec: RunSpec) -> Any:
+    """Conversational prompt/completion pairs from the task, so each model's own chat template applies."""
+    from datasets import Dataset
+
+    task = get_task(spec.task.name)
+    examples = task.examples(spec.task.train_split, spec.task.n_train, spec.task.seed)
+    return Dataset.from_list([
+        {"prompt": [{"role": "user", "content": e.prompt}], "completion": [{"role": "assistant", "content": e.answer}]}
+        for e in examples
+    ])
+
+
+def lora_config(spec: RunSpec) -> Any:
+    if not spec.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
+                      target_modules=list(spec.lora.target_modules), task_type="CAUSAL_LM")
+
+
+def quiet_progress_bars() -> None:
+    """Progress bars fill a log file with carriage returns; the trainer's log lines say the same."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
