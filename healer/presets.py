@@ -199,7 +199,7 @@ def _coerce(raw: Any, hint: Any, source: str, key: str) -> Any:
         raise TypeError(f"unsupported union in spec field {key}")
     if hint is float and isinstance(raw, int) and not isinstance(raw, bool):
         return float(raw)
-    if hint is bool and not isinstance(raw, bool) or hint is not bool and isinstance(raw, bool):
+    if (hint is bool and not isinstance(raw, bool)) or (hint is not bool and isinstance(raw, bool)):
         raise HealerError(f"{source}: {key} must be {hint.__name__}, got {_kind(raw)}")
     if not isinstance(raw, hint):
         raise HealerError(f"{source}: {key} must be {hint.__name__}, got {_kind(raw)}")

@@ -12,10 +12,19 @@ SPARKS = "▁▂▃▄▅▆▇█"
 def run_row(store: Store, run: Run) -> dict[str, Any]:
     """One run as `runs ls --json` prints it: id, name, kind, status, parent_run, parent_step, created_at, ..."""
     return {
-        "id": run.id, "name": run.name, "kind": run.kind, "method": run.method, "status": run.status,
-        "parent_run": run.parent_run, "parent_step": run.parent_step, "created_at": run.created_at,
-        "started_at": run.started_at, "finished_at": run.finished_at, "exit_code": run.exit_code,
-        "step": store.last_step(run.id), "total_steps": run.total_steps,
+        "id": run.id,
+        "name": run.name,
+        "kind": run.kind,
+        "method": run.method,
+        "status": run.status,
+        "parent_run": run.parent_run,
+        "parent_step": run.parent_step,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "exit_code": run.exit_code,
+        "step": store.last_step(run.id),
+        "total_steps": run.total_steps,
     }
 
 
@@ -32,8 +41,14 @@ def run_detail(store: Store, run: Run) -> dict[str, Any]:
         "last_metrics": {name: {"step": m.step, "value": m.value} for name, m in store.last_metrics(run.id).items()},
         "lineage": lineage(store, run),
         "children": [{"id": c.id, "name": c.name, "parent_step": c.parent_step} for c in store.children(run.id)],
-        "reason": run.reason, "out_dir": run.out_dir, "log_path": run.log_path, "preset_path": run.preset_path,
-        "host": run.host, "pid": run.pid, "healer_version": run.healer_version, "git_commit": run.git_commit,
+        "reason": run.reason,
+        "out_dir": run.out_dir,
+        "log_path": run.log_path,
+        "preset_path": run.preset_path,
+        "host": run.host,
+        "pid": run.pid,
+        "healer_version": run.healer_version,
+        "git_commit": run.git_commit,
     }
 
 
@@ -70,5 +85,10 @@ def curve_summary(metrics: list[Metric]) -> dict[str, Any] | None:
     if not points:
         return None
     low = min(points, key=lambda p: p[1])
-    return {"first": points[0], "min": low, "last": points[-1], "points": len(points),
-            "sparkline": sparkline([v for _, v in points])}
+    return {
+        "first": points[0],
+        "min": low,
+        "last": points[-1],
+        "points": len(points),
+        "sparkline": sparkline([v for _, v in points]),
+    }

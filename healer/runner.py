@@ -26,10 +26,18 @@ def create_run(store: Store, preset: Preset, *, parent_run: int | None = None, p
     """Insert a queued run for a resolved preset, with its own folder and log path beside the database."""
     spec = preset.spec
     run = store.create_run(
-        kind=KIND_OF_METHOD[spec.method], method=spec.method, name=spec.name, spec=spec.to_dict(),
-        preset_path=str(preset.path) if preset.path else None, preset_text=preset.text,
-        model_path=spec.model.path, parent_run=parent_run, parent_step=parent_step,
-        total_steps=spec.train.max_steps, healer_version=__version__, git_commit=git_commit(),
+        kind=KIND_OF_METHOD[spec.method],
+        method=spec.method,
+        name=spec.name,
+        spec=spec.to_dict(),
+        preset_path=str(preset.path) if preset.path else None,
+        preset_text=preset.text,
+        model_path=spec.model.path,
+        parent_run=parent_run,
+        parent_step=parent_step,
+        total_steps=spec.train.max_steps,
+        healer_version=__version__,
+        git_commit=git_commit(),
     )
     out_dir = store.path.parent / "runs" / f"{run.id:05d}-{_slug(spec.name)}"
     store.update_run(run.id, out_dir=str(out_dir), log_path=str(out_dir / "run.log"))
@@ -44,7 +52,11 @@ def launch(store: Store, run: Run) -> subprocess.Popen[bytes]:
     with open(run.log_path, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "healer.train", str(run.id)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
 
 
@@ -149,8 +161,9 @@ def git_commit() -> str | None:
     if not (root / ".git").exists():
         return None
     try:
-        result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5)
+        result = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout.strip() if result.returncode == 0 else None

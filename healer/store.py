@@ -92,7 +92,7 @@ class Metric:
 
 def _row(cls: type, row: sqlite3.Row) -> Any:
     names = {f.name for f in fields(cls)}
-    return cls(**{k: row[k] for k in row.keys() if k in names})
+    return cls(**{k: row[k] for k in row.keys() if k in names})  # noqa: SIM118 - iterating a Row yields values
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -138,8 +138,15 @@ class Store:
         unknown = set(extra) - {f.name for f in fields(Run)}
         if unknown:
             raise ValueError(f"unknown run columns: {sorted(unknown)}")
-        row = dict(kind=kind, method=method, name=name, status=Status.QUEUED.value,
-                   spec=json.dumps(spec, sort_keys=True), created_at=utcnow(), **extra)
+        row = dict(
+            kind=kind,
+            method=method,
+            name=name,
+            status=Status.QUEUED.value,
+            spec=json.dumps(spec, sort_keys=True),
+            created_at=utcnow(),
+            **extra,
+        )
         with self.db.atomic():
             cursor = self.conn.execute(
                 f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
@@ -182,8 +189,17 @@ class Store:
         return [_row(Run, r) for r in rows]
 
     def mark_running(self, run_id: int, *, pid: int, host: str) -> None:
-        self.update_run(run_id, status=Status.RUNNING.value, pid=pid, host=host, started_at=utcnow(),
-                        heartbeat=time.time(), finished_at=None, exit_code=None, reason=None)
+        self.update_run(
+            run_id,
+            status=Status.RUNNING.value,
+            pid=pid,
+            host=host,
+            started_at=utcnow(),
+            heartbeat=time.time(),
+            finished_at=None,
+            exit_code=None,
+            reason=None,
+        )
 
     def heartbeat(self, run_id: int) -> None:
         self.update_run(run_id, heartbeat=time.time())
@@ -252,8 +268,14 @@ class Store:
 
 
 def _checkpoint(row: sqlite3.Row) -> Checkpoint:
-    return Checkpoint(id=row["id"], run_id=row["run_id"], step=row["step"], path=row["path"],
-                      protected=bool(row["protected"]), created_at=row["created_at"])
+    return Checkpoint(
+        id=row["id"],
+        run_id=row["run_id"],
+        step=row["step"],
+        path=row["path"],
+        protected=bool(row["protected"]),
+        created_at=row["created_at"],
+    )
 
 
 def _finite(value: float) -> float | None:

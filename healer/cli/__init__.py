@@ -7,10 +7,11 @@ from typing import Annotated
 import typer
 
 from healer import __version__
-from healer.cli import db, model, presets, runs
+from healer.cli import db, demo, model, presets, runs
 from healer.cli.common import App
 
-app = App(name="healer", help="Run, measure and steer SFT then RL post-training; every number lands in one SQLite file.")
+PITCH = "Run, measure and steer SFT then RL post-training; every number lands in one SQLite file."
+app = App(name="healer", help=PITCH)
 
 
 def _version(value: bool) -> None:
@@ -35,6 +36,7 @@ def root(
 
 runs.register(app)
 db.register(app)
+demo.register(app)
 app.add_typer(presets.app, name="presets")
 app.add_typer(model.app, name="model")
 

@@ -25,8 +25,10 @@ def ls(json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = Fa
     if json_out:
         print_json(rows)
     else:
-        print_table(["name", "method", "model", "description"],
-                    [[r["name"], r["method"], r["model"], r["description"]] for r in rows])
+        print_table(
+            ["name", "method", "model", "description"],
+            [[r["name"], r["method"], r["model"], r["description"]] for r in rows],
+        )
 
 
 def _describe(path) -> dict:
@@ -36,14 +38,19 @@ def _describe(path) -> dict:
     except tomllib.TOMLDecodeError:
         data = {}
     comment = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
-    return {"name": path.stem, "path": str(path), "method": data.get("method", "sft"),
-            "model": data.get("model", {}).get("path", ""), "description": comment}
+    return {
+        "name": path.stem,
+        "path": str(path),
+        "method": data.get("method", "sft"),
+        "model": data.get("model", {}).get("path", ""),
+        "description": comment,
+    }
 
 
 @app.command("show")
 def show(
     name: Annotated[str, typer.Argument(help="preset name or path")],
-    overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="apply an override, as `run` would")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="apply an override as `run` does")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the resolved spec as JSON")] = False,
 ) -> None:
     """Print a preset file and the full spec it resolves to (defaults filled in, paths resolved)."""

@@ -69,8 +69,19 @@ def ls(json_out: JsonOption = False) -> None:
     loss = {r.id: store.last_metrics(r.id).get("loss") for r in store.runs()}
     print_table(
         ["id", "name", "kind", "status", "step", "loss", "parent", "created"],
-        [[r["id"], r["name"], r["kind"], r["status"], f"{r['step'] or 0}/{r['total_steps'] or '?'}",
-          fmt(loss[r["id"]].value if loss[r["id"]] else None), _parent(r), r["created_at"]] for r in rows],
+        [
+            [
+                r["id"],
+                r["name"],
+                r["kind"],
+                r["status"],
+                f"{r['step'] or 0}/{r['total_steps'] or '?'}",
+                fmt(loss[r["id"]].value if loss[r["id"]] else None),
+                _parent(r),
+                r["created_at"],
+            ]
+            for r in rows
+        ],
     )
 
 
@@ -87,8 +98,23 @@ def show(ref: RunArgument, json_out: JsonOption = False) -> None:
 
 
 def _print_detail(store: Store, d: dict) -> None:
-    fields = ["status", "kind", "method", "model_path", "created_at", "started_at", "finished_at", "exit_code",
-              "reason", "host", "out_dir", "log_path", "preset_path", "healer_version", "git_commit"]
+    fields = [
+        "status",
+        "kind",
+        "method",
+        "model_path",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "reason",
+        "host",
+        "out_dir",
+        "log_path",
+        "preset_path",
+        "healer_version",
+        "git_commit",
+    ]
     out.print(f"run {d['id']}  {d['name']}", style="bold", markup=False)
     print_table(["", ""], [[k, d[k]] for k in fields if d.get(k) is not None])
     if d["lineage"]:
@@ -98,13 +124,18 @@ def _print_detail(store: Store, d: dict) -> None:
         out.print("children: " + ", ".join(f"run {c['id']} from step {c['parent_step']}" for c in d["children"]))
     if d["checkpoints"]:
         out.print()
-        print_table(["step", "path", "protected"],
-                    [[c["step"], c["path"], "yes" if c["protected"] else ""] for c in d["checkpoints"]],
-                    title="checkpoints")
+        print_table(
+            ["step", "path", "protected"],
+            [[c["step"], c["path"], "yes" if c["protected"] else ""] for c in d["checkpoints"]],
+            title="checkpoints",
+        )
     if d["last_metrics"]:
         out.print()
-        print_table(["metric", "step", "value"],
-                    [[k, v["step"], fmt(v["value"])] for k, v in d["last_metrics"].items()], title="last metrics")
+        print_table(
+            ["metric", "step", "value"],
+            [[k, v["step"], fmt(v["value"])] for k, v in d["last_metrics"].items()],
+            title="last metrics",
+        )
     loss = report.curve_summary(store.metrics(d["id"], "loss"))
     if loss:
         out.print(f"\nloss {loss['sparkline']}  {loss['first'][1]:.3f} -> {loss['last'][1]:.3f}")

@@ -32,7 +32,7 @@ def main(run_id: int) -> int:
         store.finish_run(run_id, Status.CANCELLED, exit_code=130, reason=str(cancel))
         print(f"healer: run {run_id} cancelled ({cancel})", flush=True)
         return 130
-    except BaseException as exc:  # noqa: BLE001 - every failure must land in the store
+    except BaseException as exc:
         traceback.print_exc()
         store.finish_run(run_id, Status.FAILED, exit_code=1, reason=f"{type(exc).__name__}: {exc}"[:2000])
         return 1

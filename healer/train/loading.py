@@ -35,8 +35,12 @@ def trainer_device_args(spec: RunSpec) -> dict[str, Any]:
     device = resolve_device(spec)
     precision = resolve_precision(spec, device)
     checkpointing = {"on": True, "off": False, "auto": device == "cuda"}[spec.train.gradient_checkpointing]
-    return dict(use_cpu=device == "cpu", bf16=precision == "bf16", fp16=precision == "fp16",
-                gradient_checkpointing=checkpointing)
+    return dict(
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=checkpointing,
+    )
 
 
 def ensure_model(spec: RunSpec) -> str:

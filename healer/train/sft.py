@@ -59,10 +59,15 @@ def sft_dataset(spec: RunSpec) -> Any:
 
     task = get_task(spec.task.name)
     examples = task.examples(spec.task.train_split, spec.task.n_train, spec.task.seed)
-    return Dataset.from_list([
-        {"prompt": [{"role": "user", "content": e.prompt}], "completion": [{"role": "assistant", "content": e.answer}]}
-        for e in examples
-    ])
+    return Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": e.prompt}],
+                "completion": [{"role": "assistant", "content": e.answer}],
+            }
+            for e in examples
+        ]
+    )
 
 
 def lora_config(spec: RunSpec) -> Any:
@@ -70,8 +75,13 @@ def lora_config(spec: RunSpec) -> Any:
         return None
     from peft import LoraConfig
 
-    return LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-                      target_modules=list(spec.lora.target_modules), task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules=list(spec.lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
 
 
 def quiet_progress_bars() -> None:

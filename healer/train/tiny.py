@@ -13,10 +13,12 @@ TinySize = Literal["tiny", "small"]
 
 # hidden x layers x heads/kv-heads x MLP; "tiny" is ~1M parameters (4 MB), "small" ~6M.
 SIZES: dict[str, dict[str, int]] = {
-    "tiny": dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=512),
-    "small": dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
-                  intermediate_size=1024),
+    "tiny": dict(
+        hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, intermediate_size=512
+    ),
+    "small": dict(
+        hidden_size=256, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4, intermediate_size=1024
+    ),
 }
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "<|end|>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>"]

@@ -1,0 +1,298 @@
+"""How much does healer's StoreCallback slow down training? Steps/s of TRL's SFTTrainer with and without it.
+
+The same SFTTrainer (healer's tiny model on CPU, the config of healer/train/sft.py) trains with and without
+`StoreCallback` in one process, in interleaved repetitions after a discarded warm-up pair. Every repetition
+loads the same saved weights through `from_pretrained` and sees the same data order. `logging_steps=1` is the
+worst case for healer (one store transaction per optimizer step); no checkpoints are saved, so their disk I/O
+does not blur the comparison. The trainer's own PrinterCallback (one printed line per log) is removed in both
+variants: it is the same cost both ways and only makes the output unreadable.
+
+Two measures:
+  - step period (the headline and the goal): the time from one `on_step_begin` to the next, which holds the
+    step's `on_log` and so the store write; the median over all steps of a variant shrugs off the stalls of a
+    shared VM (a 40 ms step can take 2 s when a vCPU is taken away);
+  - train loop: steps / wall time of `trainer.train()`, everything included but at the mercy of those stalls.
+The pairs alternate their order (AB, BA, AB, ...) so a slow drift of the machine cancels out; one torch thread
+by default, since with two on a 2-vCPU VM a preempted thread stalls the other.
+
+Beside them the script times `Store.log_metrics` alone with 8 metrics, which is what the callback adds per step.
+
+    .venv/bin/python benchmarks/logging_overhead.py [--pairs 4] [--steps 150] [--threads 1]
+
+It always exits 0: the goal line (overhead <= 2%) is a report, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import PrinterCallback
+
+from healer.presets import RunSpec
+from healer.store import Store
+from healer.train.callbacks import StoreCallback
+from healer.train.sft import quiet_progress_bars, sft_dataset
+from healer.train.tiny import save_tiny
+
+GOAL_OVERHEAD_PCT = 2.0
+
+# What SFTTrainer logs per step, plus one: the dict StoreCallback hands to log_metrics, ~8 numbers.
+SAMPLE_METRICS = {
+    "loss": 2.31,
+    "grad_norm": 0.87,
+    "learning_rate": 0.003,
+    "entropy": 1.92,
+    "num_tokens": 51200.0,
+    "mean_token_accuracy": 0.41,
+    "epoch": 0.5,
+    "train_runtime": 4.2,
+}
+
+
+class StepTimer(TrainerCallback):
+    """Records the time of every on_step_begin; consecutive differences are whole step periods, logging included."""
+
+    def __init__(self) -> None:
+        self.begins: list[float] = []
+
+    def on_step_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.begins.append(time.perf_counter())
+
+    def periods(self) -> list[float]:
+        return [b - a for a, b in zip(self.begins, self.begins[1:], strict=False)]
+
+
+@dataclass
+class Repetition:
+    with_store: bool
+    steps: int
+    train_s: float
+    step_periods: list[float]
+    metric_rows: int = 0
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.train_s
+
+    @property
+    def median_step_ms(self) -> float:
+        return statistics.median(self.step_periods) * 1000
+
+
+@dataclass
+class Bench:
+    """Everything the repetitions share: the saved model, the tokenizer, the dataset, the store."""
+
+    model_dir: Path
+    work_dir: Path
+    spec: RunSpec
+    tokenizer: Any
+    dataset: Any
+    store: Store
+
+
+def bench_spec(steps: int) -> RunSpec:
+    """The preset tiny-sft settings, with one log per step and the given number of steps."""
+    spec = RunSpec()
+    return dataclasses.replace(
+        spec,
+        name="bench",
+        precision="fp32",
+        device="cpu",
+        task=dataclasses.replace(spec.task, n_train=2000),
+        train=dataclasses.replace(
+            spec.train,
+            max_steps=steps,
+            batch_size=16,
+            lr=3e-3,
+            lr_scheduler="cosine",
+            warmup_steps=10,
+            max_length=64,
+            logging_steps=1,
+            gradient_checkpointing="off",
+        ),
+    )
+
+
+def train_once(bench: Bench, steps: int, with_store: bool) -> Repetition:
+    """One fresh model and trainer; only trainer.train() is timed."""
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    train = bench.spec.train
+    model = AutoModelForCausalLM.from_pretrained(bench.model_dir, dtype=torch.float32)
+    config = SFTConfig(
+        output_dir=str(bench.work_dir / "out"),
+        max_steps=steps,
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        learning_rate=train.lr,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=train.warmup_steps,
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        max_length=train.max_length,
+        completion_only_loss=train.completion_only_loss,
+        logging_steps=1,
+        logging_first_step=True,
+        save_strategy="no",
+        seed=bench.spec.seed,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+    )
+    timer = StepTimer()
+    callbacks: list[TrainerCallback] = [timer]
+    run_id = None
+    if with_store:
+        run_id = bench.store.create_run(kind="sft", method="sft", name="bench", spec={}).id
+        callbacks.append(StoreCallback(bench.store, run_id))
+    trainer = SFTTrainer(
+        model=model, args=config, train_dataset=bench.dataset, processing_class=bench.tokenizer, callbacks=callbacks
+    )
+    trainer.remove_callback(PrinterCallback)
+
+    start = time.perf_counter()
+    trainer.train()
+    elapsed = time.perf_counter() - start
+
+    rows = len(bench.store.metrics(run_id)) if run_id is not None else 0
+    return Repetition(with_store, steps, elapsed, timer.periods(), rows)
+
+
+def time_log_metrics(store: Store, calls: int) -> float:
+    """Median wall time of one Store.log_metrics call with SAMPLE_METRICS, in ms (a fresh step every call)."""
+    run_id = store.create_run(kind="sft", method="sft", name="bench-log-metrics", spec={}).id
+    times = []
+    for step in range(1, calls + 1):
+        start = time.perf_counter()
+        store.log_metrics(run_id, step, SAMPLE_METRICS)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def report(reps: list[Repetition], log_metrics_ms: float, calls: int) -> None:
+    without = [r for r in reps if not r.with_store]
+    with_ = [r for r in reps if r.with_store]
+
+    print("\nrepetitions (in run order):")
+    for i, r in enumerate(reps, 1):
+        label = "with StoreCallback   " if r.with_store else "without StoreCallback"
+        print(
+            f"  {i:2d}. {label}  train() {r.train_s:6.2f} s = {r.steps_per_s:6.2f} steps/s   "
+            f"median step {r.median_step_ms:6.2f} ms   metric rows {r.metric_rows}"
+        )
+
+    step_without = statistics.median(p for r in without for p in r.step_periods) * 1000
+    step_with = statistics.median(p for r in with_ for p in r.step_periods) * 1000
+    ratio = step_without / step_with  # steps/s with / steps/s without
+    overhead = (1 - ratio) * 100
+    pair_overheads = [(1 - a.median_step_ms / b.median_step_ms) * 100 for a, b in zip(without, with_, strict=True)]
+
+    print("\nsteps/s from the step period (median over all steps of a variant; the goal uses this):")
+    print(f"  without StoreCallback: {1000 / step_without:8.2f} steps/s  ({step_without:.2f} ms a step)")
+    print(f"  with StoreCallback:    {1000 / step_with:8.2f} steps/s  ({step_with:.2f} ms a step)")
+    print(f"  ratio with/without:    {ratio:8.4f}")
+    print(f"  healer overhead:       {overhead:+8.2f} %")
+    print(f"  per-pair overhead (noise): {', '.join(f'{o:+.1f}' for o in pair_overheads)} %")
+
+    sps_without = statistics.median(r.steps_per_s for r in without)
+    sps_with = statistics.median(r.steps_per_s for r in with_)
+    loop_ratio = sps_with / sps_without
+    print("\nsteps/s from the train loop (steps / trainer.train() wall time, median over repetitions):")
+    print(f"  without StoreCallback: {sps_without:8.2f} steps/s")
+    print(f"  with StoreCallback:    {sps_with:8.2f} steps/s")
+    print(f"  ratio with/without:    {loop_ratio:8.4f}  (overhead {(1 - loop_ratio) * 100:+.2f} %)")
+
+    rows = sum(r.metric_rows for r in with_)
+    print(
+        f"\nStore.log_metrics with {len(SAMPLE_METRICS)} metrics: {log_metrics_ms:.3f} ms (median of {calls} calls)"
+        f" beside a {step_without:.2f} ms step = {log_metrics_ms / step_without * 100:.2f} % expected overhead"
+    )
+    print(
+        f"metric rows written by the timed repetitions with StoreCallback: {rows} "
+        f"({len(with_)} runs x {with_[0].steps} steps)"
+    )
+    verdict = "PASS" if overhead <= GOAL_OVERHEAD_PCT else "FAIL"
+    print(f"\ngoal: overhead <= {GOAL_OVERHEAD_PCT:g}%: {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=4, help="timed (without, with) pairs, interleaved (default 4)")
+    parser.add_argument("--steps", type=int, default=150, help="optimizer steps per repetition (default 150)")
+    parser.add_argument("--warmup-steps", type=int, default=20, help="steps of the discarded warm-up pair")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--log-calls", type=int, default=200, help="Store.log_metrics calls timed (default 200)")
+    args = parser.parse_args()
+    if args.pairs < 1 or args.steps < 3 or args.warmup_steps < 1 or args.log_calls < 1:
+        parser.error("--pairs, --warmup-steps and --log-calls must be >= 1 and --steps >= 3")
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.* is deprecated", category=FutureWarning)
+    quiet_progress_bars()
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="healer-bench-") as tmp:
+        work_dir = Path(tmp)
+        model_dir = save_tiny(work_dir / "tiny", "tiny")
+        from transformers import AutoTokenizer
+
+        spec = bench_spec(args.steps)
+        with Store(work_dir / "healer.db") as store:
+            bench = Bench(
+                model_dir=model_dir,
+                work_dir=work_dir,
+                spec=spec,
+                tokenizer=AutoTokenizer.from_pretrained(model_dir),
+                dataset=sft_dataset(spec),
+                store=store,
+            )
+            print(
+                f"healer logging overhead: tiny model, CPU, {args.threads} torch threads, batch "
+                f"{spec.train.batch_size}, max_length {spec.train.max_length}, logging_steps=1, no checkpoints, "
+                f"{args.pairs} pairs x {args.steps} steps, {len(bench.dataset)} examples"
+            )
+
+            print(f"warm-up pair ({args.warmup_steps} steps each, discarded) ...", flush=True)
+            train_once(bench, args.warmup_steps, with_store=False)
+            train_once(bench, args.warmup_steps, with_store=True)
+
+            reps: list[Repetition] = []
+            for pair in range(args.pairs):
+                # AB, BA, AB, ...: a slow drift of the machine cancels out over an even number of pairs.
+                order = (False, True) if pair % 2 == 0 else (True, False)
+                for with_store in order:
+                    rep = train_once(bench, args.steps, with_store)
+                    reps.append(rep)
+                    label = "with   " if with_store else "without"
+                    print(
+                        f"  pair {pair + 1}/{args.pairs} {label} StoreCallback: {rep.steps_per_s:6.2f} steps/s",
+                        flush=True,
+                    )
+
+            log_metrics_ms = time_log_metrics(store, args.log_calls)
+            report(reps, log_metrics_ms, args.log_calls)
+    print(f"total time {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Real runs through the real path: `healer run` starts a subprocess that trains the tiny model with TRL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from healer import paths
+from healer.store import Store
+from tests.conftest import REPO, healer
+
+pytestmark = pytest.mark.slow
+
+SHORT = [
+    "--set",
+    "train.max_steps=30",
+    "--set",
+    "train.save_steps=10",
+    "--set",
+    "train.logging_steps=2",
+    "--set",
+    "task.n_train=600",
+]
+ENDLESS = [
+    "--set",
+    "train.max_steps=100000",
+    "--set",
+    "train.save_steps=100000",
+    "--set",
+    "train.logging_steps=1",
+    "--set",
+    "task.n_train=600",
+]
+
+
+def test_sft_run_trains_streams_metrics_and_registers_checkpoints(healer_home: Path) -> None:
+    result = healer("run", "presets/tiny-sft.toml", *SHORT, "--json", check=True)
+    detail = json.loads(result.stdout)
+    assert (detail["status"], detail["exit_code"], detail["kind"]) == ("done", 0, "sft")
+    assert detail["model_path"] == str(healer_home / "models" / "tiny")
+
+    steps = [c["step"] for c in detail["checkpoints"]]
+    assert steps == [10, 20, 30]
+    for checkpoint in detail["checkpoints"]:
+        assert (Path(checkpoint["path"]) / "model.safetensors").exists()
+
+    losses = json.loads(healer("metrics", str(detail["id"]), "--name", "loss", "--json", check=True).stdout)
+    assert [r["step"] for r in losses][:2] == [1, 2] and losses[-1]["step"] == 30
+    assert losses[-1]["value"] < 0.7 * losses[0]["value"], "the loss should fall clearly in 30 steps"
+    names = {r["name"] for r in json.loads(healer("metrics", str(detail["id"]), "--json").stdout)}
+    assert {"loss", "learning_rate", "grad_norm", "train_runtime"} <= names
+
+    base = load_file(healer_home / "models" / "tiny" / "model.safetensors")
+    trained = load_file(Path(detail["checkpoints"][-1]["path"]) / "model.safetensors")
+    moved = [name for name in base if not (base[name] == trained[name]).all()]
+    assert len(moved) == len(base), f"parameters that did not move: {set(base) - set(moved)}"
+
+    log = Path(detail["log_path"]).read_text()
+    assert "'loss'" in log and "train_runtime" in log and f"run {detail['id']} done" in log
+    assert detail["spec"]["train"]["max_steps"] == 30 and detail["healer_version"]
+
+    listed = json.loads(healer("runs", "ls", "--json", check=True).stdout)
+    assert [(r["id"], r["status"]) for r in listed] == [(detail["id"], "done")]
+
+
+def start_endless_run(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int]:
+    """Start `healer run` in the background; return it, the run id and the training process's pid once it logs."""
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "healer", "run", "tiny-sft", *ENDLESS, "--quiet"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    db = paths.db_path()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if db.exists():
+            with Store(db) as store:
+                runs = store.runs()
+                if runs and runs[0].pid and store.metrics(runs[0].id, "loss"):
+                    return parent, runs[0].id, runs[0].pid
+        assert parent.poll() is None, parent.communicate()
+        time.sleep(0.5)
+    parent.kill()
+    raise AssertionError("the run never started logging")
+
+
+def test_kill_9_of_the_training_process_is_reaped_as_failed(tmp_path: Path) -> None:
+    parent, run_id, pid = start_endless_run(tmp_path)
+    os.kill(pid, signal.SIGKILL)
+    parent.communicate(timeout=60)
+    assert parent.returncode == 1
+    with Store(paths.db_path()) as store:
+        run = store.run(run_id)
+        assert run.status == "failed" and run.exit_code == -9
+        assert "killed by signal 9 (SIGKILL)" in (run.reason or "")
+        assert store.metrics(run_id, "loss")  # what was logged before the kill is kept
+
+
+def test_kill_9_of_everything_is_failed_on_the_next_read(tmp_path: Path) -> None:
+    parent, run_id, pid = start_endless_run(tmp_path)
+    parent.kill()  # the foreground `healer run` dies first, so nobody is left to reap the run
+    parent.wait()
+    os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid)
+    check = sqlite3.connect(paths.db_path()).execute("PRAGMA integrity_check").fetchone()[0]
+    assert check == "ok"
+    listed = {r["id"]: r for r in json.loads(healer("runs", "ls", "--json", check=True).stdout)}
+    assert listed[run_id]["status"] == "failed"
+    shown = json.loads(healer("runs", "show", str(run_id), "--json", check=True).stdout)
+    assert f"process {pid} is gone" in shown["reason"]
+
+
+def test_ctrl_c_cancels_the_run(tmp_path: Path) -> None:
+    parent, run_id, pid = start_endless_run(tmp_path)
+    parent.send_signal(signal.SIGINT)
+    _, stderr = parent.communicate(timeout=90)
+    assert parent.returncode == 130, stderr
+    with Store(paths.db_path()) as store:
+        run = store.run(run_id)
+    assert (run.status, run.exit_code) == ("cancelled", 130)
+    assert "SIGTERM" in (run.reason or "")
+    _wait_gone(pid)
+
+
+def test_a_run_that_crashes_is_failed_with_its_reason(tmp_path: Path) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    result = healer("run", "tiny-sft", "--set", f"model.path={broken}", "--set", "model.build=''", "--quiet")
+    assert result.returncode == 1
+    assert "failed" in result.stdout
+    with Store(paths.db_path()) as store:
+        run = store.runs()[0]
+    assert run.status == "failed" and run.exit_code == 1 and run.reason
+    assert "Traceback" in Path(run.log_path or "").read_text()
+
+
+def _wait_gone(pid: int, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
