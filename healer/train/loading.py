@@ -35,12 +35,22 @@ def trainer_device_args(spec: RunSpec) -> dict[str, Any]:
     device = resolve_device(spec)
     precision = resolve_precision(spec, device)
     checkpointing = {"on": True, "off": False, "auto": device == "cuda"}[spec.train.gradient_checkpointing]
-    return dict(
-        use_cpu=device == "cpu",
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        gradient_checkpointing=checkpointing,
-    )
+    return {
+        "use_cpu": device == "cpu",
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        checkpointing_argument(): checkpointing,
+    }
+
+
+def checkpointing_argument() -> str:
+    """transformers 5.24 renamed `gradient_checkpointing` to `activation_checkpointing`; use what this one has."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def ensure_model(spec: RunSpec) -> str:

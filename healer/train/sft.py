@@ -10,19 +10,34 @@ from healer.tasks import get_task
 
 
 def run(run: Run, spec: RunSpec, store: Store) -> None:
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from healer.train.callbacks import StoreCallback
-    from healer.train.loading import ensure_model, load_model, load_tokenizer, trainer_device_args
+    from healer.train.loading import ensure_model, load_model, load_tokenizer
 
     quiet_progress_bars()
     model_path = ensure_model(spec)
     tokenizer = load_tokenizer(model_path, spec)
     model = load_model(model_path, spec)
-    dataset = sft_dataset(spec)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(spec, run.out_dir or "."),
+        train_dataset=sft_dataset(spec),
+        processing_class=tokenizer,
+        peft_config=lora_config(spec),
+        callbacks=[StoreCallback(store, run.id)],
+    )
+    trainer.train()
 
-    config = SFTConfig(
-        output_dir=run.out_dir,
+
+def sft_config(spec: RunSpec, output_dir: str, **overrides: Any) -> Any:
+    """TRL's SFTConfig for a spec; `overrides` are SFTConfig arguments (the benchmark turns saving off)."""
+    from trl import SFTConfig
+
+    from healer.train.loading import trainer_device_args
+
+    arguments: dict[str, Any] = dict(
+        output_dir=output_dir,
         max_steps=spec.train.max_steps,
         per_device_train_batch_size=spec.train.batch_size,
         gradient_accumulation_steps=spec.train.grad_accum,
@@ -42,15 +57,7 @@ def run(run: Run, spec: RunSpec, store: Store) -> None:
         disable_tqdm=True,  # the log gets one plain line per logging step instead of progress bars
         **trainer_device_args(spec),
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=lora_config(spec),
-        callbacks=[StoreCallback(store, run.id)],
-    )
-    trainer.train()
+    return SFTConfig(**{**arguments, **overrides})
 
 
 def sft_dataset(spec: RunSpec) -> Any:
