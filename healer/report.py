@@ -64,6 +64,17 @@ def lineage(store: Store, run: Run) -> list[dict[str, Any]]:
     return chain
 
 
+def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested spec as (dotted key, value) pairs, in order."""
+    items: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            items.extend(flatten(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
 def metric_row(m: Metric) -> dict[str, Any]:
     return {"step": m.step, "name": m.name, "value": m.value, "wall_time": m.wall_time}
 

@@ -155,3 +155,25 @@ def _wait_gone(pid: int, timeout: float = 30) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.1)
+
+
+def test_lora_sft_run_trains_adapters_only(healer_home: Path) -> None:
+    args = [
+        "--set",
+        "lora.enabled=true",
+        "--set",
+        "lora.r=4",
+        "--set",
+        "train.max_steps=12",
+        "--set",
+        "train.save_steps=12",
+        "--set",
+        "task.n_train=300",
+    ]
+    detail = json.loads(healer("run", "tiny-sft", *args, "--quiet", "--json", check=True).stdout)
+    checkpoint = Path(detail["checkpoints"][-1]["path"])
+    assert not (checkpoint / "model.safetensors").exists()
+    adapters = load_file(checkpoint / "adapter_model.safetensors")
+    lora_b = [name for name in adapters if "lora_B" in name]
+    assert lora_b and all(adapters[name].abs().sum() > 0 for name in lora_b), "LoRA B starts at zero and must move"
+    assert json.loads((checkpoint / "adapter_config.json").read_text())["r"] == 4

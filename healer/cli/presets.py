@@ -7,6 +7,7 @@ import typer
 
 from healer.cli.common import App, out, print_json, print_table
 from healer.presets import find_preset, load_preset, preset_dirs, spec_help
+from healer.report import flatten
 
 app = App(help="Presets: TOML files of overrides that resolve to a RunSpec.")
 
@@ -62,7 +63,7 @@ def show(
     out.print(f"# {find_preset(name)}", markup=False, style="dim")
     out.print(preset.text.rstrip(), markup=False)
     out.print("\n# resolved", style="dim")
-    for key, value in _flatten(resolved):
+    for key, value in flatten(resolved):
         out.print(f"{key} = {value!r}", markup=False)
 
 
@@ -70,13 +71,3 @@ def show(
 def keys() -> None:
     """List every preset key with its default and meaning."""
     print_table(["key", "default", "meaning"], spec_help())
-
-
-def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
-    items: list[tuple[str, object]] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            items.extend(_flatten(value, f"{prefix}{key}."))
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items

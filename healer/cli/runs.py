@@ -136,6 +136,8 @@ def _print_detail(store: Store, d: dict) -> None:
             [[k, v["step"], fmt(v["value"])] for k, v in d["last_metrics"].items()],
             title="last metrics",
         )
+    out.print()
+    print_table(["spec", ""], [[k, repr(v)] for k, v in report.flatten(d["spec"])])
     loss = report.curve_summary(store.metrics(d["id"], "loss"))
     if loss:
         out.print(f"\nloss {loss['sparkline']}  {loss['first'][1]:.3f} -> {loss['last'][1]:.3f}")
