@@ -32,11 +32,29 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class RewardSpec:
+    correct: float = opt(5.0, "a formula that uses the cards' numbers once each and equals the target")
+    partial: float = opt(1.0, "a prefix of a known solution that does not evaluate yet")
+    wrong_value: float = opt(-1.0, "legal, the right numbers, the wrong value")
+    wrong_numbers: float = opt(-2.0, "per number not on the cards, used too often, or unused")
+    illegal: float = opt(-3.0, "not a formula of numbers, + - * / and parentheses (unparseable answers too)")
+
+
+@dataclass(frozen=True)
 class TaskSpec:
-    name: str = opt("arithmetic", "task that provides training data, splits and scoring (`healer task ls`)")
+    name: str = opt("general_points", "task that provides data, ID/OOD splits and scoring (`healer task ls`)")
     train_split: str = opt("id", "split the training examples are drawn from")
     n_train: int = opt(2000, "number of training examples drawn")
-    seed: int = opt(0, "seed of the data draw, separate from the training seed")
+    seed: int = opt(0, "seed of the training draw, separate from the training seed")
+    eval_n: int = opt(234, "episodes per evaluation split (the paper used 234)")
+    eval_seed: int = opt(0, "seed of the fixed evaluation sets, the same for every run")
+    holdout_eval: bool = opt(True, "keep the evaluation items (GeneralPoints: hands) out of the training data")
+    n_cards: int = opt(4, "GeneralPoints: cards per hand")
+    target: int = opt(24, "GeneralPoints: the value the formula must reach")
+    prompt: str = opt("paper-v1", "GeneralPoints: prompt template version (`healer task sample` shows it)")
+    reward: RewardSpec = opt(RewardSpec(), "GeneralPoints: reward of each outcome (the paper's table)")
+    path: str = opt("", "jsonl: the JSONL file (prompt, answer, optional split)")
+    match: Literal["exact", "numeric"] = opt("exact", "jsonl: how an answer is compared with the reference")
 
 
 @dataclass(frozen=True)
@@ -222,10 +240,14 @@ def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
         raise HealerError(f"{source}: train.lr must be positive")
     if spec.task.n_train < 1:
         raise HealerError(f"{source}: task.n_train must be at least 1")
-    from healer.tasks import task_names
+    from healer.tasks import make_task, task_names
 
     if spec.task.name not in task_names():
         raise HealerError(f"{source}: task.name {spec.task.name!r} is not a known task ({', '.join(task_names())})")
+    try:
+        make_task(spec.task)  # the task checks its own options (a JSONL path, a prompt version, ...)
+    except HealerError as exc:
+        raise HealerError(f"{source}: {exc}") from None
     model = dataclasses.replace(spec.model, path=resolve_model_path(spec.model, source))
     return dataclasses.replace(spec, model=model)
 

@@ -1,17 +1,20 @@
-"""The task interface (examples per split, prompt, scoring) and the registry of built-in tasks."""
+"""The task interface (training and evaluation examples per split, scoring) and the registry of tasks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from healer.errors import HealerError
+
+if TYPE_CHECKING:
+    from healer.presets import TaskSpec
 
 
 @dataclass(frozen=True)
 class Example:
-    """One episode: the user prompt, a reference answer (the SFT target) and what scoring needs."""
+    """One episode: the user prompt, a reference answer (the SFT target) and what scoring needs in `meta`."""
 
     prompt: str
     answer: str
@@ -21,8 +24,18 @@ class Example:
 
 @dataclass(frozen=True)
 class Score:
-    outcome: str  # "correct" or a task-specific failure name
+    """A verdict on one completion.
+
+    outcome: "correct" or a task-specific failure ("wrong_value", "illegal", ...);
+    reward: the RL reward for it, from the task's reward table;
+    feedback: what the verifier says, sent back as the next user turn in the multi-attempt protocol;
+    format_error: the answer could not be parsed at all (counts towards the format-error rate).
+    """
+
+    outcome: str
     reward: float
+    feedback: str = ""
+    format_error: bool = False
 
     @property
     def correct(self) -> bool:
@@ -33,33 +46,58 @@ class Task(Protocol):
     name: str
     splits: tuple[str, ...]
 
-    def examples(self, split: str, n: int, seed: int) -> list[Example]:
-        """`n` examples of `split`, the same ones for the same seed."""
+    def train_examples(self, split: str, n: int, seed: int) -> list[Example]:
+        """`n` training examples of `split`, the same ones for the same seed (evaluation items held out if asked)."""
+        ...
+
+    def eval_examples(self, split: str, n: int, seed: int) -> list[Example]:
+        """The fixed evaluation set of `split`: the same `n` episodes for the same seed, in every run."""
         ...
 
     def score(self, example: Example, completion: str) -> Score:
-        """Judge a model's completion for an example."""
+        """Judge a model's completion for an example; never raises on any string."""
         ...
 
 
-def _arithmetic() -> Task:
+TaskFactory = Callable[["TaskSpec"], Task]
+
+
+def _arithmetic(spec: TaskSpec) -> Task:
     from healer.tasks.arithmetic import Arithmetic
 
     return Arithmetic()
 
 
-REGISTRY: dict[str, Callable[[], Task]] = {"arithmetic": _arithmetic}
+def _general_points(spec: TaskSpec) -> Task:
+    from healer.tasks.general_points import GeneralPoints
+
+    return GeneralPoints.from_spec(spec)
+
+
+def _jsonl(spec: TaskSpec) -> Task:
+    from healer.tasks.jsonl import JsonlTask
+
+    return JsonlTask.from_spec(spec)
+
+
+REGISTRY: dict[str, TaskFactory] = {"arithmetic": _arithmetic, "general_points": _general_points, "jsonl": _jsonl}
+
+
+def register(name: str, factory: TaskFactory) -> None:
+    REGISTRY[name] = factory
 
 
 def task_names() -> list[str]:
     return sorted(REGISTRY)
 
 
-def get_task(name: str) -> Task:
+def make_task(spec: TaskSpec) -> Task:
+    """The task a spec's [task] section describes."""
     try:
-        return REGISTRY[name]()
+        factory = REGISTRY[spec.name]
     except KeyError:
-        raise HealerError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}") from None
+        raise HealerError(f"unknown task {spec.name!r}; known tasks: {', '.join(task_names())}") from None
+    return factory(spec)
 
 
 def check_split(task: Task, split: str) -> None:

@@ -17,10 +17,16 @@ class Arithmetic:
     name: str = "arithmetic"
     splits: tuple[str, ...] = ("id", "ood")
 
-    def examples(self, split: str, n: int, seed: int) -> list[Example]:
+    def train_examples(self, split: str, n: int, seed: int) -> list[Example]:
+        return self._draw(split, n, f"train:{seed}")
+
+    def eval_examples(self, split: str, n: int, seed: int) -> list[Example]:
+        return self._draw(split, n, f"eval:{seed}")
+
+    def _draw(self, split: str, n: int, stream: str) -> list[Example]:
         check_split(self, split)
         low, high = RANGES[split]
-        rng = random.Random(f"{self.name}:{split}:{seed}")
+        rng = random.Random(f"{self.name}:{split}:{stream}")
         out = []
         for _ in range(n):
             a, b, op = rng.randint(low, high), rng.randint(low, high), rng.choice("+-")
@@ -31,5 +37,7 @@ class Arithmetic:
     def score(self, example: Example, completion: str) -> Score:
         match = NUMBER.search(completion)
         if match is None:
-            return Score("illegal", 0.0)
-        return Score("correct", 1.0) if int(match.group()) == example.meta["value"] else Score("wrong_value", 0.0)
+            return Score("illegal", 0.0, "the answer holds no number", format_error=True)
+        if int(match.group()) == example.meta["value"]:
+            return Score("correct", 1.0)
+        return Score("wrong_value", 0.0, f"{match.group()} is not the value of {example.prompt.rstrip('=')}")

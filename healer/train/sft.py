@@ -6,7 +6,7 @@ from typing import Any
 
 from healer.presets import RunSpec
 from healer.store import Run, Store
-from healer.tasks import get_task
+from healer.tasks import make_task
 
 
 def run(run: Run, spec: RunSpec, store: Store) -> None:
@@ -64,8 +64,8 @@ def sft_dataset(spec: RunSpec) -> Any:
     """Conversational prompt/completion pairs from the task, so each model's own chat template applies."""
     from datasets import Dataset
 
-    task = get_task(spec.task.name)
-    examples = task.examples(spec.task.train_split, spec.task.n_train, spec.task.seed)
+    task = make_task(spec.task)
+    examples = task.train_examples(spec.task.train_split, spec.task.n_train, spec.task.seed)
     return Dataset.from_list(
         [
             {
