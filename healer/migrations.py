@@ -68,3 +68,52 @@ def _0001(db: Database) -> None:
         )
         """
     )
+
+
+@MIGRATIONS(name="0002_evals")
+def _0002(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE evals (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            step INTEGER NOT NULL,            -- 0 = the model the run started from
+            checkpoint_path TEXT,
+            task TEXT NOT NULL,
+            split TEXT NOT NULL,
+            protocol TEXT NOT NULL,           -- single | feedback (up to max_attempts with the verifier's complaint)
+            max_attempts INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            correct INTEGER NOT NULL,
+            accuracy REAL NOT NULL,
+            ci_low REAL NOT NULL,             -- Wilson 95 % interval
+            ci_high REAL NOT NULL,
+            format_error_rate REAL NOT NULL,
+            mean_reward REAL,
+            loss REAL,                        -- mean NLL of the reference answers (teacher-forced), per token
+            outcomes TEXT NOT NULL,           -- JSON {outcome: count}
+            settings TEXT NOT NULL,           -- JSON: decoding, eval seed, prompt version
+            seconds REAL NOT NULL,            -- wall time of the evaluation
+            created_at TEXT NOT NULL,
+            UNIQUE (run_id, step, task, split, protocol, n, settings)  -- a rerun with other settings adds a row
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE eval_samples (
+            id INTEGER PRIMARY KEY,
+            eval_id INTEGER NOT NULL REFERENCES evals(id) ON DELETE CASCADE,
+            idx INTEGER NOT NULL,
+            prompt TEXT NOT NULL,
+            completion TEXT NOT NULL,         -- the last attempt
+            transcript TEXT,                  -- JSON list of every attempt and feedback, feedback protocol only
+            outcome TEXT NOT NULL,
+            reward REAL,
+            correct INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            meta TEXT NOT NULL                -- JSON: what the task knows of the episode (cards, values, rule)
+        )
+        """
+    )
+    db.execute("CREATE INDEX eval_samples_eval ON eval_samples(eval_id, idx)")

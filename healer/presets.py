@@ -88,6 +88,21 @@ class LoraSpec:
 
 
 @dataclass(frozen=True)
+class EvalSpec:
+    every_checkpoint: bool = opt(True, "evaluate the starting model and every saved checkpoint during training")
+    splits: tuple[str, ...] = opt(("id", "ood"), "splits to evaluate")
+    protocol: Literal["single", "feedback"] = opt(
+        "single", "single attempt, or the paper's up to max_attempts with the verifier's complaint after each failure"
+    )
+    max_attempts: int = opt(5, "feedback protocol: attempts per episode")
+    batch_size: int = opt(64, "prompts per generate() call")
+    max_new_tokens: int = opt(256, "longest answer generated")
+    temperature: float = opt(0.0, "0 = greedy decoding; above 0 samples")
+    top_p: float = opt(1.0, "nucleus sampling when temperature > 0")
+    loss: bool = opt(True, "also measure the loss of the reference answers (what a loss-based pick would use)")
+
+
+@dataclass(frozen=True)
 class RunSpec:
     name: str = opt("", "run name; defaults to the preset's file name")
     method: Literal["sft"] = opt("sft", "training method")
@@ -98,6 +113,7 @@ class RunSpec:
     task: TaskSpec = opt(TaskSpec(), "training data")
     train: TrainSpec = opt(TrainSpec(), "optimisation")
     lora: LoraSpec = opt(LoraSpec(), "LoRA adapters")
+    eval: EvalSpec = opt(EvalSpec(), "evaluation of checkpoints")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -210,7 +226,7 @@ def _coerce(raw: Any, hint: Any, source: str, key: str) -> Any:
             raise HealerError(f"{source}: {key} = {raw!r} is not one of {', '.join(map(repr, choices))}")
         return raw
     if origin is tuple:
-        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        if not isinstance(raw, (list, tuple)) or not all(isinstance(x, str) for x in raw):
             raise HealerError(f"{source}: {key} must be a list of strings, got {_kind(raw)}")
         return tuple(raw)
     if origin in (typing.Union, types.UnionType):
@@ -236,6 +252,11 @@ def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
     for key in ("max_steps", "batch_size", "grad_accum", "logging_steps", "save_steps", "max_length"):
         if getattr(spec.train, key) < 1:
             raise HealerError(f"{source}: train.{key} must be at least 1")
+    for key in ("max_attempts", "batch_size", "max_new_tokens"):
+        if getattr(spec.eval, key) < 1:
+            raise HealerError(f"{source}: eval.{key} must be at least 1")
+    if spec.task.eval_n < 1:
+        raise HealerError(f"{source}: task.eval_n must be at least 1")
     if spec.train.lr <= 0:
         raise HealerError(f"{source}: train.lr must be positive")
     if spec.task.n_train < 1:
@@ -266,6 +287,15 @@ def resolve_model_path(model: ModelSpec, source: str) -> str:
             "(see `healer model tiny OUT_DIR`) or a hub id"
         )
     return model.path
+
+
+def with_overrides(spec: RunSpec, overrides: list[str], source: str = "--set") -> RunSpec:
+    """A spec with `key=value` overrides applied and checked, as `--set` does for presets."""
+    data = spec.to_dict()
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(data, key, value)
+    return build_spec(data, source=source)
 
 
 def spec_help(cls: type = RunSpec, prefix: str = "") -> list[tuple[str, str, str]]:

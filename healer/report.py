@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from healer.evals import eval_row, peaks_report
 from healer.store import Metric, Run, Store
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -38,6 +39,8 @@ def run_detail(store: Store, run: Run) -> dict[str, Any]:
             {"step": c.step, "path": c.path, "protected": c.protected, "created_at": c.created_at}
             for c in store.checkpoints(run.id)
         ],
+        "evals": [eval_row(e) for e in store.evals(run.id)],
+        "peaks": peaks_report(store.evals(run.id)),
         "last_metrics": {name: {"step": m.step, "value": m.value} for name, m in store.last_metrics(run.id).items()},
         "lineage": lineage(store, run),
         "children": [{"id": c.id, "name": c.name, "parent_step": c.parent_step} for c in store.children(run.id)],

@@ -90,6 +90,45 @@ class Metric:
     wall_time: float
 
 
+@dataclass(frozen=True)
+class Eval:
+    id: int
+    run_id: int
+    step: int
+    checkpoint_path: str | None
+    task: str
+    split: str
+    protocol: str
+    max_attempts: int
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    format_error_rate: float
+    mean_reward: float | None
+    loss: float | None
+    outcomes: str
+    settings: str
+    seconds: float
+    created_at: str
+
+
+@dataclass(frozen=True)
+class EvalSample:
+    id: int
+    eval_id: int
+    idx: int
+    prompt: str
+    completion: str
+    transcript: str | None
+    outcome: str
+    reward: float | None
+    correct: bool
+    attempts: int
+    meta: str
+
+
 def _row(cls: type, row: sqlite3.Row) -> Any:
     names = {f.name for f in fields(cls)}
     return cls(**{k: row[k] for k in row.keys() if k in names})  # noqa: SIM118 - iterating a Row yields values
@@ -261,6 +300,40 @@ class Store:
             [run_id, run_id],
         ).fetchall()
         return {r["name"]: _row(Metric, r) for r in rows}
+
+    # -- evaluations ------------------------------------------------------------------------------
+
+    def record_eval(self, summary: Mapping[str, Any], samples: Iterable[Mapping[str, Any]]) -> Eval:
+        """Store one evaluation and its samples in one transaction, replacing one with the same key and settings."""
+        row = {**summary, "created_at": utcnow()}
+        key_columns = ("run_id", "step", "task", "split", "protocol", "n", "settings")
+        with self.db.atomic():
+            self.conn.execute(
+                f"DELETE FROM evals WHERE {' AND '.join(f'{c} = ?' for c in key_columns)}",
+                [row[c] for c in key_columns],
+            )
+            cursor = self.conn.execute(
+                f"INSERT INTO evals ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+            )
+            eval_id = cursor.lastrowid
+            columns = ("idx", "prompt", "completion", "transcript", "outcome", "reward", "correct", "attempts", "meta")
+            self.conn.executemany(
+                f"INSERT INTO eval_samples (eval_id, {', '.join(columns)}) VALUES (?, {', '.join('?' * len(columns))})",
+                [[eval_id, *(s[c] for c in columns)] for s in samples],
+            )
+        return _row(Eval, self.conn.execute("SELECT * FROM evals WHERE id = ?", [eval_id]).fetchone())
+
+    def evals(self, run_id: int) -> list[Eval]:
+        rows = self.conn.execute("SELECT * FROM evals WHERE run_id = ? ORDER BY step, split, protocol, id", [run_id])
+        return [_row(Eval, r) for r in rows.fetchall()]
+
+    def eval_samples(self, eval_id: int, *, wrong_only: bool = False) -> list[EvalSample]:
+        sql = "SELECT * FROM eval_samples WHERE eval_id = ?" + (" AND correct = 0" if wrong_only else "")
+        rows = self.conn.execute(sql + " ORDER BY idx", [eval_id]).fetchall()
+        return [
+            EvalSample(**{**{k: r[k] for k in r.keys()}, "correct": bool(r["correct"])})  # noqa: SIM118
+            for r in rows
+        ]
 
     def last_step(self, run_id: int) -> int | None:
         row = self.conn.execute("SELECT MAX(step) FROM metrics WHERE run_id = ?", [run_id]).fetchone()

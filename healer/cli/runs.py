@@ -8,6 +8,7 @@ import typer
 
 from healer import report
 from healer.cli.common import App, err, fmt, open_store, out, print_json, print_table
+from healer.cli.eval import print_accuracy
 from healer.presets import load_preset
 from healer.runner import create_run, reap_dead, run_foreground
 from healer.store import Run, Status, Store
@@ -136,6 +137,7 @@ def _print_detail(store: Store, d: dict) -> None:
             [[k, v["step"], fmt(v["value"])] for k, v in d["last_metrics"].items()],
             title="last metrics",
         )
+    print_accuracy(d)
     out.print()
     print_table(["spec", ""], [[k, repr(v)] for k, v in report.flatten(d["spec"])])
     loss = report.curve_summary(store.metrics(d["id"], "loss"))

@@ -7,6 +7,7 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from healer.presets import RunSpec
 from healer.store import Store
 
 
@@ -35,3 +36,33 @@ class StoreCallback(TrainerCallback):
         if state.is_world_process_zero:
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             self.store.add_checkpoint(self.run_id, state.global_step, str(path.resolve()))
+
+
+class EvalCallback(TrainerCallback):
+    """Evaluates the starting model (step 0) and every checkpoint as it is saved, in this process."""
+
+    def __init__(self, store: Store, run_id: int, spec: RunSpec, tokenizer: Any) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.spec = spec
+        self.tokenizer = tokenizer
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: Any = None, **kwargs: Any) -> None:  # fmt: skip
+        if state.global_step == 0 and state.is_world_process_zero:
+            self._evaluate(0, self.spec.model.path, model)
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None,
+                **kwargs: Any) -> None:  # fmt: skip
+        if state.is_world_process_zero:
+            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            self._evaluate(state.global_step, str(path.resolve()), model)
+
+    def _evaluate(self, step: int, path: str, model: Any) -> None:
+        from healer.train.evaluate import evaluate
+
+        for e in evaluate(self.store, run_id=self.run_id, step=step, checkpoint_path=path, model=model,
+                          tokenizer=self.tokenizer, spec=self.spec):  # fmt: skip
+            print(f"healer: eval step {step} {e.split}: {e.correct}/{e.n} = {e.accuracy:.3f} "
+                  f"[{e.ci_low:.3f}, {e.ci_high:.3f}] loss {e.loss if e.loss is None else round(e.loss, 4)} "
+                  f"({e.seconds:.1f} s)", flush=True)  # fmt: skip

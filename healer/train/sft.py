@@ -12,7 +12,6 @@ from healer.tasks import make_task
 def run(run: Run, spec: RunSpec, store: Store) -> None:
     from trl import SFTTrainer
 
-    from healer.train.callbacks import StoreCallback
     from healer.train.loading import ensure_model, load_model, load_tokenizer
 
     quiet_progress_bars()
@@ -25,9 +24,19 @@ def run(run: Run, spec: RunSpec, store: Store) -> None:
         train_dataset=sft_dataset(spec),
         processing_class=tokenizer,
         peft_config=lora_config(spec),
-        callbacks=[StoreCallback(store, run.id)],
+        callbacks=training_callbacks(store, run, spec, tokenizer),
     )
     trainer.train()
+
+
+def training_callbacks(store: Store, run: Run, spec: RunSpec, tokenizer: Any) -> list[Any]:
+    """Metrics and checkpoints to the store; evaluation of each checkpoint when the spec asks for it."""
+    from healer.train.callbacks import EvalCallback, StoreCallback
+
+    callbacks: list[Any] = [StoreCallback(store, run.id)]
+    if spec.eval.every_checkpoint:
+        callbacks.append(EvalCallback(store, run.id, spec, tokenizer))
+    return callbacks
 
 
 def sft_config(spec: RunSpec, output_dir: str, **overrides: Any) -> Any:

@@ -1,0 +1,85 @@
+"""Readings of stored evaluations: accuracy per checkpoint and the checkpoints worth naming (the OOD peak, ...)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from healer.store import Eval
+
+PEAK_RULES = {
+    "peak-ood": "highest OOD accuracy (earliest on ties)",
+    "best-id": "highest ID accuracy (earliest on ties)",
+    "last": "the last evaluated checkpoint",
+    "loss-pick": "lowest ID loss on the reference answers: what a loss-based rule would pick",
+}
+
+
+@dataclass(frozen=True)
+class Peak:
+    rule: str
+    step: int
+
+
+def eval_row(e: Eval) -> dict[str, Any]:
+    """One evaluation as `runs show --json` lists it under `evals`."""
+    return {
+        "id": e.id, "step": e.step, "split": e.split, "protocol": e.protocol, "n": e.n, "correct": e.correct,
+        "accuracy": e.accuracy, "ci_low": e.ci_low, "ci_high": e.ci_high,
+        "format_error_rate": e.format_error_rate, "mean_reward": e.mean_reward, "loss": e.loss,
+        "task": e.task, "max_attempts": e.max_attempts, "outcomes": json.loads(e.outcomes),
+        "seconds": e.seconds, "checkpoint_path": e.checkpoint_path,
+    }  # fmt: skip
+
+
+def by_step(evals: list[Eval], protocol: str) -> dict[int, dict[str, Eval]]:
+    """{step: {split: eval}} for one protocol, in step order; of several, the largest n, then the newest."""
+    table: dict[int, dict[str, Eval]] = {}
+    for e in sorted(evals, key=lambda e: (e.step, e.n, e.id)):
+        if e.protocol == protocol:
+            table.setdefault(e.step, {})[e.split] = e
+    return table
+
+
+def default_protocol(evals: list[Eval]) -> str:
+    protocols = {e.protocol for e in evals}
+    return "single" if "single" in protocols or not protocols else sorted(protocols)[0]
+
+
+def find_peaks(evals: list[Eval], protocol: str | None = None) -> dict[str, Peak]:
+    """The named checkpoints of a run among its evaluated checkpoints (step 0, the starting model, excluded)."""
+    protocol = protocol or default_protocol(evals)
+    table = {step: splits for step, splits in by_step(evals, protocol).items() if step > 0}
+    peaks: dict[str, Peak] = {}
+    ood = [(splits["ood"].accuracy, -step) for step, splits in table.items() if "ood" in splits]
+    if ood:
+        peaks["peak-ood"] = Peak("peak-ood", -max(ood)[1])
+    ind = [(splits["id"].accuracy, -step) for step, splits in table.items() if "id" in splits]
+    if ind:
+        peaks["best-id"] = Peak("best-id", -max(ind)[1])
+    if table:
+        peaks["last"] = Peak("last", max(table))
+    losses = [(splits["id"].loss, step) for step, splits in table.items() if "id" in splits and splits["id"].loss]
+    if losses:
+        peaks["loss-pick"] = Peak("loss-pick", min(losses)[1])
+    return peaks
+
+
+def peaks_report(evals: list[Eval], protocol: str | None = None) -> dict[str, Any]:
+    """`runs show --json` `peaks`: each named checkpoint with its ID and OOD accuracy side by side."""
+    protocol = protocol or default_protocol(evals)
+    table = by_step(evals, protocol)
+    report: dict[str, Any] = {"protocol": protocol}
+    if 0 in table:
+        report["start"] = _at(0, table[0], "the model the run started from")
+    for name, peak in find_peaks(evals, protocol).items():
+        report[name] = _at(peak.step, table[peak.step], PEAK_RULES[name])
+    return report
+
+
+def _at(step: int, splits: dict[str, Eval], rule: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {"step": step, "rule": rule}
+    for split, e in splits.items():
+        entry[split] = {"accuracy": e.accuracy, "ci_low": e.ci_low, "ci_high": e.ci_high, "loss": e.loss}
+    return entry

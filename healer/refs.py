@@ -1,0 +1,72 @@
+"""Checkpoint references: `RUN@STEP`, `RUN@last`, `RUN@peak-ood`, `RUN@best-id`, `RUN@0` or a directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from healer.errors import HealerError
+from healer.evals import PEAK_RULES, find_peaks
+from healer.store import Run, Store
+
+NAMED = ("last", *PEAK_RULES)
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A model to read: a run's checkpoint (step 0 = the model the run started from) or a bare directory."""
+
+    run: Run | None
+    step: int
+    path: str
+
+    @property
+    def label(self) -> str:
+        return f"run {self.run.id}@{self.step}" if self.run else self.path
+
+
+def resolve_checkpoint(store: Store, text: str) -> CheckpointRef:
+    if "@" in text:
+        run_text, selector = text.rsplit("@", 1)
+        return _select(store, store.find_run(run_text), selector)
+    directory = Path(text).expanduser()
+    if directory.is_dir():
+        return _directory(store, directory.resolve())
+    run = store.find_run(text)
+    return _select(store, run, "last")
+
+
+def _directory(store: Store, directory: Path) -> CheckpointRef:
+    for run in store.runs():
+        for checkpoint in store.checkpoints(run.id):
+            if Path(checkpoint.path) == directory:
+                return CheckpointRef(run, checkpoint.step, checkpoint.path)
+    if not (directory / "config.json").exists() and not (directory / "adapter_config.json").exists():
+        raise HealerError(f"{directory} is not a model directory (no config.json or adapter_config.json)")
+    return CheckpointRef(None, 0, str(directory))
+
+
+def _select(store: Store, run: Run, selector: str) -> CheckpointRef:
+    checkpoints = {c.step: c for c in store.checkpoints(run.id)}
+    if selector.isdigit():
+        step = int(selector)
+        if step == 0:
+            return CheckpointRef(run, 0, run.model_path or "")
+        if step not in checkpoints:
+            have = ", ".join(map(str, sorted(checkpoints))) or "none yet"
+            raise HealerError(f"run {run.id} has no checkpoint at step {step}; its checkpoints: {have}")
+        return CheckpointRef(run, step, checkpoints[step].path)
+    if selector not in NAMED:
+        raise HealerError(f"{run.id}@{selector}: use a step number or one of {', '.join(NAMED)}")
+    if selector == "last":
+        if not checkpoints:
+            raise HealerError(f"run {run.id} has no checkpoints yet")
+        step = max(checkpoints)
+    else:
+        peak = find_peaks(store.evals(run.id)).get(selector)
+        if peak is None:
+            raise HealerError(f"run {run.id}@{selector}: no evaluations to pick from yet; run `healer eval {run.id}`")
+        step = peak.step
+    if step not in checkpoints:
+        raise HealerError(f"run {run.id}@{selector} is step {step}, whose checkpoint is not registered any more")
+    return CheckpointRef(run, step, checkpoints[step].path)

@@ -1,0 +1,58 @@
+"""Loading a checkpoint for reading (full weights or a LoRA adapter) and evaluating it outside training."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from healer.presets import RunSpec
+from healer.refs import CheckpointRef
+from healer.store import Eval, Status, Store
+
+
+def load_for_inference(path: str, spec: RunSpec, tokenizer_fallback: str | None = None) -> tuple[Any, Any]:
+    """Model and tokenizer of a checkpoint directory (an adapter directory loads its base model), on the device."""
+    from healer.errors import HealerError
+    from healer.train.loading import load_model, load_tokenizer, resolve_device
+
+    directory = Path(path)
+    tokenizer_dir = path if (directory / "tokenizer_config.json").exists() else (tokenizer_fallback or path)
+    try:
+        if (directory / "adapter_config.json").exists():
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(path)
+            base = json.loads((directory / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            tokenizer_dir = tokenizer_dir if tokenizer_dir != path or base is None else base
+        else:
+            model = load_model(path, spec)
+        tokenizer = load_tokenizer(tokenizer_dir, spec)
+    except (OSError, ValueError) as exc:
+        raise HealerError(f"cannot load the model at {path}: {str(exc).splitlines()[0]}") from None
+    return model.to(resolve_device(spec)), tokenizer
+
+
+def evaluate_checkpoint(store: Store, target: CheckpointRef, spec: RunSpec) -> list[Eval]:
+    """Evaluate one checkpoint with a spec's task and eval settings; a bare directory gets an `eval` run."""
+    from healer.train.evaluate import evaluate
+    from healer.train.sft import quiet_progress_bars
+
+    quiet_progress_bars()
+    run = target.run or _eval_run(store, target.path, spec)
+    fallback = target.run.model_path if target.run else None
+    model, tokenizer = load_for_inference(target.path, spec, fallback)
+    return evaluate(store, run_id=run.id, step=target.step, checkpoint_path=target.path, model=model,
+                    tokenizer=tokenizer, spec=spec)  # fmt: skip
+
+
+def _eval_run(store: Store, path: str, spec: RunSpec) -> Any:
+    """The run that holds evaluations of a directory no healer run produced (one per directory)."""
+    for run in store.runs():
+        if run.kind == "eval" and run.model_path == path:
+            return run
+    spec = dataclasses.replace(spec, name=Path(path).name, model=dataclasses.replace(spec.model, path=path))
+    run = store.create_run(kind="eval", method="eval", name=spec.name, spec=spec.to_dict(), model_path=path)
+    store.finish_run(run.id, Status.DONE, exit_code=0)
+    return store.run(run.id)
