@@ -64,7 +64,7 @@ def test_references_resolve(run_with_evals: tuple[Store, int], tmp_path: Path) -
     assert resolve_checkpoint(store, f"{run_id}@peak-ood").step == 20
     assert resolve_checkpoint(store, f"{run_id}@best-id").step == 40
     assert resolve_checkpoint(store, f"{run_id}@last").path == str(tmp_path / "checkpoint-40")
-    assert resolve_checkpoint(store, f"sft@10").step == 10
+    assert resolve_checkpoint(store, "sft@10").step == 10
     assert resolve_checkpoint(store, f"{run_id}@0").path == "/base"
     assert resolve_checkpoint(store, "sft").step == 40
     (tmp_path / "checkpoint-20").mkdir()

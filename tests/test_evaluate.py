@@ -24,7 +24,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, object, str]
     return load_model(path, spec), load_tokenizer(path, spec), path
 
 
-def spec_for(path: str, **eval_options: object) -> RunSpec:
+def spec_for(**eval_options: object) -> RunSpec:
     task = TaskSpec(name="arithmetic", eval_n=12)
     return RunSpec(task=task, eval=EvalSpec(max_new_tokens=4, batch_size=5, **eval_options))  # type: ignore[arg-type]
 
@@ -35,7 +35,7 @@ def test_single_attempt_evaluation_writes_rows_with_intervals(tiny: tuple, tmp_p
     run = store.create_run(kind="sft", method="sft", name="r", spec={})
     model.train()  # as the trainer hands it to the evaluation callback
     stored = evaluate(store, run_id=run.id, step=0, checkpoint_path=path, model=model, tokenizer=tokenizer,
-                      spec=spec_for(path))  # fmt: skip
+                      spec=spec_for())  # fmt: skip
     assert [e.split for e in stored] == ["id", "ood"]
     for e in stored:
         assert (e.n, e.protocol, e.max_attempts) == (12, "single", 1)
@@ -52,7 +52,7 @@ def test_feedback_protocol_retries_with_the_verifiers_complaint(tiny: tuple, tmp
     model, tokenizer, path = tiny
     store = Store(tmp_path / "h.db")
     run = store.create_run(kind="sft", method="sft", name="r", spec={})
-    spec = spec_for(path, protocol="feedback", max_attempts=3)
+    spec = spec_for(protocol="feedback", max_attempts=3)
     (e,) = evaluate(store, run_id=run.id, step=5, checkpoint_path=path, model=model, tokenizer=tokenizer, spec=spec,
                     splits=("id",))  # fmt: skip
     assert (e.protocol, e.max_attempts) == ("feedback", 3)
@@ -64,7 +64,7 @@ def test_feedback_protocol_retries_with_the_verifiers_complaint(tiny: tuple, tmp
 
 
 def test_batched_generation_matches_one_at_a_time(tiny: tuple) -> None:
-    model, tokenizer, path = tiny
+    model, tokenizer, _ = tiny
     task = make_task(TaskSpec(name="arithmetic"))
     conversations = [[{"role": "user", "content": e.prompt}] for e in task.eval_examples("ood", 10, 3)]
     conversations += [[{"role": "user", "content": "1+1="}]]  # a much shorter prompt: left padding matters
