@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from healer import __version__
-from healer.cli import db, demo, eval, model, presets, runs
+from healer.cli import db, demo, eval, model, presets, runs, task
 from healer.cli.common import App
 
 PITCH = "Run, measure and steer SFT then RL post-training; every number lands in one SQLite file."
@@ -37,6 +37,7 @@ def root(
 runs.register(app)
 db.register(app)
 demo.register(app)
+task.register(app)
 eval.register(app)
 app.add_typer(presets.app, name="presets")
 app.add_typer(model.app, name="model")
