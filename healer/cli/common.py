@@ -15,6 +15,8 @@ from healer.errors import HealerError
 from healer.store import Store
 
 out = Console(highlight=False, soft_wrap=True)
+if not out.is_terminal:
+    out.width = max(out.width, 160)  # piped or captured output: wide tables, not rows wrapped at 80 columns
 err = Console(stderr=True, highlight=False)
 
 

@@ -144,9 +144,13 @@ def print_accuracy(detail: dict[str, Any]) -> None:
     splits = sorted({s for by_split in steps.values() for s in by_split})
     out.print()
     print_table(["step", *(f"{s} % [95% CI]" for s in splits), *(f"{s} loss" for s in splits), ""],
-                [[step, *(_acc(by_split.get(s)) for s in splits), *(fmt((by_split.get(s) or {}).get("loss"), 4)
+                [[step, *(_acc(by_split.get(s)) for s in splits), *(_loss((by_split.get(s) or {}).get("loss"))
                   for s in splits), ", ".join(marks.get(step, []))] for step, by_split in steps.items()],
                 title=f"evaluations ({protocol})")  # fmt: skip
+
+
+def _loss(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
 
 
 def _acc(r: dict[str, Any] | None) -> str:

@@ -9,7 +9,8 @@ import typer
 from healer import report
 from healer.cli.common import App, err, fmt, open_store, out, print_json, print_table
 from healer.cli.eval import print_accuracy
-from healer.presets import load_preset
+from healer.presets import Preset, load_preset
+from healer.refs import resolve_checkpoint
 from healer.runner import create_run, reap_dead, run_foreground
 from healer.store import Run, Status, Store
 
@@ -26,6 +27,10 @@ def run(
         list[str] | None, typer.Option("--set", "-s", help="override a preset key, e.g. --set train.lr=1e-4")
     ] = None,
     name: Annotated[str | None, typer.Option(help="run name (default: the preset's)")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option("--from", help="start from RUN@STEP, RUN@last, RUN@peak-ood or a directory"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="do not echo the run's log")] = False,
     json_out: JsonOption = False,
 ) -> None:
@@ -34,7 +39,7 @@ def run(
     if name:
         loaded = dataclasses.replace(loaded, spec=dataclasses.replace(loaded.spec, name=name))
     store = open_store()
-    created = create_run(store, loaded)
+    created = start_run(store, loaded, start)
     err.print(f"run {created.id} ({created.name}) started; log: {created.log_path}", markup=False)
     finished = run_foreground(store, created, echo=None if quiet else sys.stderr)
     if json_out:
@@ -42,6 +47,16 @@ def run(
     else:
         print_run_summary(store, finished)
     raise typer.Exit(EXIT_CODES.get(Status(finished.status), 1))
+
+
+def start_run(store: Store, preset: Preset, start: str | None) -> Run:
+    """Create the run; with a start reference, from that checkpoint, with the lineage recorded."""
+    if start is None:
+        return create_run(store, preset)
+    ref = resolve_checkpoint(store, start)
+    model = dataclasses.replace(preset.spec.model, path=ref.path, build="")
+    preset = dataclasses.replace(preset, spec=dataclasses.replace(preset.spec, model=model))
+    return create_run(store, preset, parent_run=ref.run.id if ref.run else None, parent_step=ref.step)
 
 
 def print_run_summary(store: Store, run: Run) -> None:

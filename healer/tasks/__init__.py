@@ -80,7 +80,18 @@ def _jsonl(spec: TaskSpec) -> Task:
     return JsonlTask.from_spec(spec)
 
 
-REGISTRY: dict[str, TaskFactory] = {"arithmetic": _arithmetic, "general_points": _general_points, "jsonl": _jsonl}
+def _card_sum(spec: TaskSpec) -> Task:
+    from healer.tasks.card_sum import CardSum
+
+    return CardSum.from_spec(spec)
+
+
+REGISTRY: dict[str, TaskFactory] = {
+    "arithmetic": _arithmetic,
+    "card_sum": _card_sum,
+    "general_points": _general_points,
+    "jsonl": _jsonl,
+}
 
 
 def register(name: str, factory: TaskFactory) -> None:
