@@ -5,7 +5,7 @@ episodes with greedy decoding; the only difference is `eval.batch_size` (64 agai
 so that the machine's noise hits both. The tiny model is trained for a few SFT steps first, so that it answers in
 the task's format instead of babbling to max_new_tokens, as a real checkpoint would.
 
-    .venv/bin/python benchmarks/eval_throughput.py [--task general_points] [--episodes 128] [--rounds 3]
+    .venv/bin/python benchmarks/eval_throughput.py [--task card_sum] [--episodes 128] [--rounds 3]
 
 Goal: batched at least 5 times faster. It always exits 0: the goal line is a report, not a test.
 """
@@ -56,7 +56,7 @@ def timed(model: object, tokenizer: object, spec: RunSpec, batch_size: int) -> t
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="general_points", help="task name (default general_points, compact-v1)")
+    parser.add_argument("--task", default="card_sum", help="task name (default card_sum, the demo's task)")
     parser.add_argument("--episodes", type=int, default=128, help="evaluation episodes per pass (default 128)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of both paths (default 3)")
     parser.add_argument("--train-steps", type=int, default=150, help="SFT steps before measuring (default 150)")
@@ -69,8 +69,8 @@ def main() -> None:
     spec = RunSpec(precision="fp32", device="cpu", task=task, train=train, eval=EvalSpec(max_new_tokens=32))
     with tempfile.TemporaryDirectory(prefix="healer-bench-") as tmp:
         model, tokenizer = trained_tiny(Path(tmp), spec)
-        print(f"eval throughput: tiny model, CPU, {torch.get_num_threads()} threads, task {args.task} (3 cards, "
-              f"compact-v1), {args.episodes} episodes, greedy, max_new_tokens {spec.eval.max_new_tokens}")  # fmt: skip
+        print(f"eval throughput: tiny model, CPU, {torch.get_num_threads()} threads, task {args.task} (3 cards), "
+              f", {args.episodes} episodes, greedy, max_new_tokens {spec.eval.max_new_tokens}")  # fmt: skip
         timed(model, tokenizer, spec, 64)  # warm-up
         batched, single = [], []
         for round_ in range(args.rounds):

@@ -29,6 +29,10 @@ SHORT = [
     "train.logging_steps=2",
     "--set",
     "task.n_train=600",
+    "--set",
+    "train.batch_size=16",
+    "--set",
+    "task.eval_n=40",
 ]
 ENDLESS = [
     "--set",
@@ -39,6 +43,8 @@ ENDLESS = [
     "train.logging_steps=1",
     "--set",
     "task.n_train=600",
+    "--set",
+    "eval.every_checkpoint=false",
 ]
 
 
@@ -70,6 +76,27 @@ def test_sft_run_trains_streams_metrics_and_registers_checkpoints(healer_home: P
 
     listed = json.loads(healer("runs", "ls", "--json", check=True).stdout)
     assert [(r["id"], r["status"]) for r in listed] == [(detail["id"], "done")]
+
+    # every checkpoint, and the start, was evaluated on ID and OOD during training
+    evals = {(e["step"], e["split"]): e for e in detail["evals"]}
+    assert set(evals) == {(step, split) for step in (0, 10, 20, 30) for split in ("id", "ood")}
+    for e in evals.values():
+        assert e["n"] == 40 and 0.0 <= e["ci_low"] <= e["accuracy"] <= e["ci_high"] <= 1.0
+        assert e["loss"] is not None and e["protocol"] == "single"
+    assert evals[(30, "id")]["loss"] < evals[(0, "id")]["loss"]
+    assert {"start", "peak-ood", "best-id", "last", "loss-pick"} <= set(detail["peaks"])
+    assert detail["peaks"]["last"]["step"] == 30
+    samples = json.loads(healer("eval", "samples", f"{detail['id']}@30", "--split", "ood", "--json").stdout)
+    assert len(samples) == 20 and all(s["meta"]["rule"] == "ood" for s in samples)
+
+    # a second run starts from a checkpoint of the first: lineage recorded, weights read from that checkpoint
+    child_args = ["--set", "train.max_steps=4", "--set", "train.save_steps=4", "--set", "eval.every_checkpoint=false"]
+    child = json.loads(healer("run", "tiny-sft", "--from", f"{detail['id']}@20", *child_args, "--json").stdout)
+    assert (child["status"], child["parent_run"], child["parent_step"]) == ("done", detail["id"], 20)
+    assert child["model_path"] == detail["checkpoints"][1]["path"]
+    assert child["lineage"] == [{"id": detail["id"], "name": "tiny-sft", "kind": "sft", "step": 20}]
+    missing = healer("run", "tiny-sft", "--from", f"{detail['id']}@25")
+    assert missing.returncode == 2 and "no checkpoint at step 25" in missing.stderr
 
 
 def start_endless_run(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int]:
@@ -160,6 +187,8 @@ def _wait_gone(pid: int, timeout: float = 30) -> None:
 def test_lora_sft_run_trains_adapters_only(healer_home: Path) -> None:
     args = [
         "--set",
+        "task.eval_n=16",
+        "--set",
         "lora.enabled=true",
         "--set",
         "lora.r=4",
@@ -177,3 +206,4 @@ def test_lora_sft_run_trains_adapters_only(healer_home: Path) -> None:
     lora_b = [name for name in adapters if "lora_B" in name]
     assert lora_b and all(adapters[name].abs().sum() > 0 for name in lora_b), "LoRA B starts at zero and must move"
     assert json.loads((checkpoint / "adapter_config.json").read_text())["r"] == 4
+    assert {(e["step"], e["split"]) for e in detail["evals"]} >= {(12, "id"), (12, "ood")}  # the adapter generates
