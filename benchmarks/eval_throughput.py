@@ -46,7 +46,7 @@ def trained_tiny(work: Path, spec: RunSpec) -> tuple[object, object]:
 def timed(model: object, tokenizer: object, spec: RunSpec, batch_size: int) -> tuple[float, float]:
     """(seconds, accuracy) of one evaluation pass over the episodes at this batch size."""
     task = make_task(spec.task)
-    examples = task.eval_examples("ood", spec.task.eval_n, spec.task.eval_seed)
+    examples = task.eval_examples("id", spec.task.eval_n, spec.task.eval_seed)
     settings = dataclasses.replace(spec.eval, batch_size=batch_size)
     started = time.perf_counter()
     with inference(model, tokenizer):
@@ -69,8 +69,9 @@ def main() -> None:
     spec = RunSpec(precision="fp32", device="cpu", task=task, train=train, eval=EvalSpec(max_new_tokens=32))
     with tempfile.TemporaryDirectory(prefix="healer-bench-") as tmp:
         model, tokenizer = trained_tiny(Path(tmp), spec)
-        print(f"eval throughput: tiny model, CPU, {torch.get_num_threads()} threads, task {args.task} (3 cards), "
-              f", {args.episodes} episodes, greedy, max_new_tokens {spec.eval.max_new_tokens}")  # fmt: skip
+        threads = torch.get_num_threads()
+        print(f"eval throughput: tiny model, CPU, {threads} threads, task {args.task} (3 cards, ID split), "
+              f"{args.episodes} episodes, greedy, max_new_tokens {spec.eval.max_new_tokens}")  # fmt: skip
         timed(model, tokenizer, spec, 64)  # warm-up
         batched, single = [], []
         for round_ in range(args.rounds):
