@@ -32,6 +32,8 @@ def resolve_checkpoint(store: Store, text: str) -> CheckpointRef:
     directory = Path(text).expanduser()
     if directory.is_dir():
         return _directory(store, directory.resolve())
+    if text.startswith((".", "/", "~")) or "/" in text:
+        raise HealerError(f"no checkpoint directory at {directory}; give a directory or RUN@STEP")
     run = store.find_run(text)
     return _select(store, run, "last")
 
@@ -55,7 +57,7 @@ def _select(store: Store, run: Run, selector: str) -> CheckpointRef:
         if step not in checkpoints:
             have = ", ".join(map(str, sorted(checkpoints))) or "none yet"
             raise HealerError(f"run {run.id} has no checkpoint at step {step}; its checkpoints: {have}")
-        return CheckpointRef(run, step, checkpoints[step].path)
+        return _on_disk(CheckpointRef(run, step, checkpoints[step].path))
     if selector not in NAMED:
         raise HealerError(f"{run.id}@{selector}: use a step number or one of {', '.join(NAMED)}")
     if selector == "last":
@@ -69,4 +71,10 @@ def _select(store: Store, run: Run, selector: str) -> CheckpointRef:
         step = peak.step
     if step not in checkpoints:
         raise HealerError(f"run {run.id}@{selector} is step {step}, whose checkpoint is not registered any more")
-    return CheckpointRef(run, step, checkpoints[step].path)
+    return _on_disk(CheckpointRef(run, step, checkpoints[step].path))
+
+
+def _on_disk(ref: CheckpointRef) -> CheckpointRef:
+    if not Path(ref.path).is_dir():
+        raise HealerError(f"{ref.label}: the checkpoint directory {ref.path} is gone (pruned or moved)")
+    return ref

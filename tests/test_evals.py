@@ -36,6 +36,7 @@ def run_with_evals(tmp_path: Path) -> tuple[Store, int]:
     curve = {0: (10, 30, 3.0), 10: (40, 35, 2.0), 20: (60, 40, 1.5), 30: (80, 40, 1.0), 40: (90, 25, 0.8)}
     for step, (id_correct, ood_correct, loss) in curve.items():
         if step:
+            (tmp_path / f"checkpoint-{step}").mkdir()
             store.add_checkpoint(run.id, step, str(tmp_path / f"checkpoint-{step}"))
         record(store, run.id, step, "id", id_correct, loss=loss)
         record(store, run.id, step, "ood", ood_correct, loss=loss + 1)
@@ -67,7 +68,6 @@ def test_references_resolve(run_with_evals: tuple[Store, int], tmp_path: Path) -
     assert resolve_checkpoint(store, "sft@10").step == 10
     assert resolve_checkpoint(store, f"{run_id}@0").path == "/base"
     assert resolve_checkpoint(store, "sft").step == 40
-    (tmp_path / "checkpoint-20").mkdir()
     by_path = resolve_checkpoint(store, str(tmp_path / "checkpoint-20"))
     assert (by_path.run and by_path.run.id, by_path.step) == (run_id, 20)
 
@@ -85,6 +85,15 @@ def test_bad_references_are_one_line(run_with_evals: tuple[Store, int], ref: str
     with pytest.raises(HealerError) as info:
         resolve_checkpoint(store, ref)
     assert message in str(info.value)
+
+
+def test_pruned_or_missing_checkpoints_are_one_line(run_with_evals: tuple[Store, int], tmp_path: Path) -> None:
+    store, run_id = run_with_evals
+    (tmp_path / "checkpoint-20").rmdir()
+    with pytest.raises(HealerError, match=r"run 1@20: the checkpoint directory .* is gone \(pruned or moved\)"):
+        resolve_checkpoint(store, f"{run_id}@peak-ood")
+    with pytest.raises(HealerError, match="no checkpoint directory at /no/such/dir"):
+        resolve_checkpoint(store, "/no/such/dir")
 
 
 def test_a_run_without_evaluations_has_no_peak(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The `healer` command: one Typer app, one sub-app per noun; commands parse, call the core, print."""
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -44,4 +45,8 @@ app.add_typer(model.app, name="model")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C in a command that works in this process (a run cancels itself)
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
