@@ -173,8 +173,8 @@ def load_preset(ref: str, overrides: list[str] = ()) -> Preset:  # type: ignore[
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(data, key, value)
-    spec = build_spec(data, source=f"{path} with --set {' '.join(overrides)}" if overrides else str(path))
-    return Preset(spec=resolve(spec, source=str(path)), path=path.resolve(), text=text)
+    source = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
+    return Preset(spec=resolve(build_spec(data, source=source), source=source), path=path.resolve(), text=text)
 
 
 def parse_override(item: str) -> tuple[str, Any]:
