@@ -157,7 +157,7 @@ class Store:
         self.conn = _connect(self.path)
         self.db = Database(self.conn, execute_plugins=False)
         try:
-            MIGRATIONS.apply(self.db)
+            _migrate(self.db)
         except sqlite3.OperationalError as exc:
             raise HealerError(f"cannot prepare the database {self.path}: {exc}") from None
 
@@ -338,6 +338,19 @@ class Store:
     def last_step(self, run_id: int) -> int | None:
         row = self.conn.execute("SELECT MAX(step) FROM metrics WHERE run_id = ?", [run_id]).fetchone()
         return row[0]
+
+
+def _migrate(db: Database) -> None:
+    """Apply pending migrations under the write lock, so processes opening a new database at once never race."""
+    if not MIGRATIONS.pending(db):
+        return
+    db.conn.execute("BEGIN IMMEDIATE")  # a second opener waits here (busy timeout), then finds nothing pending
+    try:
+        MIGRATIONS.apply(db)  # each migration runs in a savepoint of this transaction
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
 
 
 def _checkpoint(row: sqlite3.Row) -> Checkpoint:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 from pathlib import Path
 
@@ -52,6 +53,23 @@ def test_reopening_applies_nothing_twice(tmp_path: Path) -> None:
     again = Store(tmp_path / "a.db")
     assert MIGRATIONS.pending(again.db) == []
     assert again.conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0] == len(MIGRATIONS._migrations)
+
+
+def _open(path: str) -> int:
+    with Store(path) as store:
+        return len(MIGRATIONS.applied(store.db))
+
+
+def test_processes_opening_a_new_database_at_once_do_not_race(tmp_path: Path) -> None:
+    path = str(tmp_path / "fresh.db")
+    with multiprocessing.get_context("spawn").Pool(6) as pool:
+        applied = pool.map(_open, [path] * 12)
+    assert applied == [len(MIGRATIONS._migrations)] * 12
+    with Store(path) as store:
+        assert (
+            store.conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0]
+            == len(applied and applied[0:1]) * applied[0]
+        )
 
 
 def test_metrics_upsert_never_duplicates_a_step(store: Store) -> None:
