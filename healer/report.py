@@ -30,7 +30,8 @@ def run_row(store: Store, run: Run) -> dict[str, Any]:
 
 
 def run_detail(store: Store, run: Run) -> dict[str, Any]:
-    """`runs show --json`: the row plus model_path, spec, checkpoints, lineage and the last metrics."""
+    """`runs show --json`: the row plus model_path, spec, checkpoints, evals and peaks, lineage, the last metrics."""
+    evals = store.evals(run.id)
     return {
         **run_row(store, run),
         "model_path": run.model_path,
@@ -39,8 +40,8 @@ def run_detail(store: Store, run: Run) -> dict[str, Any]:
             {"step": c.step, "path": c.path, "protected": c.protected, "created_at": c.created_at}
             for c in store.checkpoints(run.id)
         ],
-        "evals": [eval_row(e) for e in store.evals(run.id)],
-        "peaks": peaks_report(store.evals(run.id)),
+        "evals": [eval_row(e) for e in evals],
+        "peaks": peaks_report(evals),
         "last_metrics": {name: {"step": m.step, "value": m.value} for name, m in store.last_metrics(run.id).items()},
         "lineage": lineage(store, run),
         "children": [{"id": c.id, "name": c.name, "parent_step": c.parent_step} for c in store.children(run.id)],

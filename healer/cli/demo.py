@@ -10,7 +10,7 @@ import typer
 
 from healer import paths, report
 from healer.cli.common import App, err, open_store, out
-from healer.cli.eval import print_accuracy
+from healer.cli.evaluate import print_accuracy
 from healer.cli.runs import EXIT_CODES, print_run_summary, start_run
 from healer.presets import Preset, load_preset
 from healer.runner import run_foreground

@@ -8,7 +8,7 @@ import typer
 
 from healer import report
 from healer.cli.common import App, err, fmt, open_store, out, print_json, print_table
-from healer.cli.eval import print_accuracy
+from healer.cli.evaluate import print_accuracy
 from healer.presets import Preset, load_preset
 from healer.refs import resolve_checkpoint
 from healer.runner import create_run, reap_dead, run_foreground
