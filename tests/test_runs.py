@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from healer.store import Store
 from tests.conftest import REPO, healer
 
 pytestmark = pytest.mark.slow
+EndlessRun = Callable[[], tuple[subprocess.Popen[str], int, int]]
 
 SHORT = [
     "--set",
@@ -99,16 +102,37 @@ def test_sft_run_trains_streams_metrics_and_registers_checkpoints(healer_home: P
     assert missing.returncode == 2 and "no checkpoint at step 25" in missing.stderr
 
 
-def start_endless_run(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int]:
-    """Start `healer run` in the background; return it, the run id and the training process's pid once it logs."""
-    parent = subprocess.Popen(
-        [sys.executable, "-m", "healer", "run", "tiny-sft", *ENDLESS, "--quiet"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
+@pytest.fixture
+def endless_run() -> Iterator[EndlessRun]:
+    """Starts `healer run` in the background; at teardown, whatever happened, no process of it is left running."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start() -> tuple[subprocess.Popen[str], int, int]:
+        parent = subprocess.Popen(
+            [sys.executable, "-m", "healer", "run", "tiny-sft", *ENDLESS, "--quiet"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ),
+        )
+        started.append(parent)
+        return (parent, *_wait_until_logging(parent))
+
+    yield start
+    for parent in started:
+        parent.kill()
+        parent.communicate()
+    if paths.db_path().exists():
+        with Store(paths.db_path()) as store:
+            for run in store.runs():
+                if run.pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(run.pid, signal.SIGKILL)
+
+
+def _wait_until_logging(parent: subprocess.Popen[str]) -> tuple[int, int]:
+    """The run id and the training process's pid, once the run has logged a loss."""
     db = paths.db_path()
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -116,15 +140,14 @@ def start_endless_run(tmp_path: Path) -> tuple[subprocess.Popen[str], int, int]:
             with Store(db) as store:
                 runs = store.runs()
                 if runs and runs[0].pid and store.metrics(runs[0].id, "loss"):
-                    return parent, runs[0].id, runs[0].pid
+                    return runs[0].id, runs[0].pid
         assert parent.poll() is None, parent.communicate()
         time.sleep(0.5)
-    parent.kill()
     raise AssertionError("the run never started logging")
 
 
-def test_kill_9_of_the_training_process_is_reaped_as_failed(tmp_path: Path) -> None:
-    parent, run_id, pid = start_endless_run(tmp_path)
+def test_kill_9_of_the_training_process_is_reaped_as_failed(endless_run: EndlessRun) -> None:
+    parent, run_id, pid = endless_run()
     os.kill(pid, signal.SIGKILL)
     parent.communicate(timeout=60)
     assert parent.returncode == 1
@@ -135,8 +158,8 @@ def test_kill_9_of_the_training_process_is_reaped_as_failed(tmp_path: Path) -> N
         assert store.metrics(run_id, "loss")  # what was logged before the kill is kept
 
 
-def test_kill_9_of_everything_is_failed_on_the_next_read(tmp_path: Path) -> None:
-    parent, run_id, pid = start_endless_run(tmp_path)
+def test_kill_9_of_everything_is_failed_on_the_next_read(endless_run: EndlessRun) -> None:
+    parent, run_id, pid = endless_run()
     parent.kill()  # the foreground `healer run` dies first, so nobody is left to reap the run
     parent.wait()
     os.kill(pid, signal.SIGKILL)
@@ -149,8 +172,8 @@ def test_kill_9_of_everything_is_failed_on_the_next_read(tmp_path: Path) -> None
     assert f"process {pid} is gone" in shown["reason"]
 
 
-def test_ctrl_c_cancels_the_run(tmp_path: Path) -> None:
-    parent, run_id, pid = start_endless_run(tmp_path)
+def test_ctrl_c_cancels_the_run(endless_run: EndlessRun) -> None:
+    parent, run_id, pid = endless_run()
     parent.send_signal(signal.SIGINT)
     _, stderr = parent.communicate(timeout=90)
     assert parent.returncode == 130, stderr
