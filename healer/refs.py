@@ -39,10 +39,9 @@ def resolve_checkpoint(store: Store, text: str) -> CheckpointRef:
 
 
 def _directory(store: Store, directory: Path) -> CheckpointRef:
-    for run in store.runs():
-        for checkpoint in store.checkpoints(run.id):
-            if Path(checkpoint.path) == directory:
-                return CheckpointRef(run, checkpoint.step, checkpoint.path)
+    checkpoint = store.checkpoint_at(str(directory))
+    if checkpoint is not None:
+        return CheckpointRef(store.run(checkpoint.run_id), checkpoint.step, checkpoint.path)
     if not (directory / "config.json").exists() and not (directory / "adapter_config.json").exists():
         raise HealerError(f"{directory} is not a model directory (no config.json or adapter_config.json)")
     return CheckpointRef(None, 0, str(directory))

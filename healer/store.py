@@ -264,6 +264,11 @@ class Store:
         row = self.conn.execute("SELECT * FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
         return _checkpoint(row)
 
+    def checkpoint_at(self, path: str) -> Checkpoint | None:
+        """The registered checkpoint with this (resolved) path, if any; the newest when a path was reused."""
+        row = self.conn.execute("SELECT * FROM checkpoints WHERE path = ? ORDER BY id DESC LIMIT 1", [path]).fetchone()
+        return None if row is None else _checkpoint(row)
+
     def checkpoints(self, run_id: int) -> list[Checkpoint]:
         rows = self.conn.execute("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id]).fetchall()
         return [_checkpoint(r) for r in rows]

@@ -78,11 +78,12 @@ def ls(json_out: JsonOption = False) -> None:
     """List runs, oldest first."""
     store = open_store()
     reap_dead(store)
-    rows = [report.run_row(store, r) for r in store.runs()]
+    runs = store.runs()
+    rows = [report.run_row(store, r) for r in runs]
     if json_out:
         print_json(rows)
         return
-    loss = {r.id: store.last_metrics(r.id).get("loss") for r in store.runs()}
+    loss = {r.id: store.last_metrics(r.id).get("loss") for r in runs}
     print_table(
         ["id", "name", "kind", "status", "step", "loss", "parent", "created"],
         [

@@ -122,8 +122,8 @@ def reference_loss(model: Any, tokenizer: Any, examples: list[Example], batch_si
         encoded = tokenizer(fulls, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         labels = encoded["input_ids"].clone()
         labels[encoded["attention_mask"] == 0] = -100
-        for row, prompt in enumerate(prompts):
-            labels[row, : len(tokenizer(prompt, add_special_tokens=False)["input_ids"])] = -100
+        for row, prompt_ids in enumerate(tokenizer(prompts, add_special_tokens=False)["input_ids"]):
+            labels[row, : len(prompt_ids)] = -100
         logits = model(**encoded).logits[:, :-1].float()
         target = labels[:, 1:]
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=-100, reduction="sum")
