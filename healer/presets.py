@@ -103,9 +103,30 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class RLSpec:
+    num_generations: int = opt(
+        8, "completions sampled per prompt (a group); batch_size x grad_accum must be a multiple"
+    )
+    max_completion_length: int = opt(256, "longest completion generated during training, in tokens")
+    temperature: float = opt(1.0, "sampling temperature of the training completions")
+    top_p: float = opt(1.0, "nucleus sampling of the training completions")
+    beta: float = opt(0.0, "KL coefficient against the starting model; 0 loads no reference model")
+    epsilon: float = opt(0.2, "clipping range of the policy ratio")
+    num_iterations: int = opt(1, "optimisation passes over each batch of completions (mu in the GRPO paper)")
+    loss_type: Literal["", "grpo", "dr_grpo", "dapo", "bnpo"] = opt("", "GRPO loss aggregation; '' = TRL's default")
+    scale_rewards: Literal["group", "batch", "none"] = opt(
+        "group", "GRPO: divide advantages by the reward std of the group, of the batch, or not at all (Dr. GRPO)"
+    )
+    rewards: tuple[str, ...] = opt(("task",), "rewards summed per completion: task (task.reward's table), format")
+    format_reward: float = opt(0.1, "the `format` reward: paid when the answer parses (no format error)")
+
+
+@dataclass(frozen=True)
 class RunSpec:
     name: str = opt("", "run name; defaults to the preset's file name")
-    method: Literal["sft"] = opt("sft", "training method")
+    method: Literal["sft", "grpo", "rloo"] = opt(
+        "sft", "sft (TRL SFTTrainer), grpo or rloo (TRL, with [rl] and the task's reward)"
+    )
     seed: int = opt(0, "training seed (initialisation of adapters, data order, sampling)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = opt("auto", "auto = bf16 on CUDA when supported, else fp32")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto = CUDA when available, else CPU")
@@ -114,6 +135,7 @@ class RunSpec:
     train: TrainSpec = opt(TrainSpec(), "optimisation")
     lora: LoraSpec = opt(LoraSpec(), "LoRA adapters")
     eval: EvalSpec = opt(EvalSpec(), "evaluation of checkpoints")
+    rl: RLSpec = opt(RLSpec(), "reinforcement learning (method grpo or rloo)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -261,6 +283,8 @@ def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
         raise HealerError(f"{source}: train.lr must be positive")
     if spec.task.n_train < 1:
         raise HealerError(f"{source}: task.n_train must be at least 1")
+    if spec.method in RL_METHODS:
+        check_rl(spec, source)
     from healer.tasks import make_task, task_names
 
     if spec.task.name not in task_names():
@@ -271,6 +295,46 @@ def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
         raise HealerError(f"{source}: {exc}") from None
     model = dataclasses.replace(spec.model, path=resolve_model_path(spec.model, source))
     return dataclasses.replace(spec, model=model)
+
+
+RL_METHODS = ("grpo", "rloo")
+REWARDS = {"task": "the task's reward table (task.reward)", "format": "rl.format_reward when the answer parses"}
+
+
+def check_rl(spec: RunSpec, source: str) -> None:
+    """An RL spec must have a reward with some signal and a batch made of whole groups."""
+    rl, train = spec.rl, spec.train
+    if not rl.rewards:
+        raise HealerError(f'{source}: {spec.method} needs a reward: set rl.rewards = ["task"] (or ["task", "format"])')
+    for name in rl.rewards:
+        if name not in REWARDS:
+            raise HealerError(f"{source}: rl.rewards: unknown reward {name!r}; known: {', '.join(REWARDS)}")
+    paid = {"task": any(dataclasses.astuple(spec.task.reward)), "format": rl.format_reward != 0}
+    if not any(paid[name] for name in rl.rewards):
+        raise HealerError(f"{source}: every reward in rl.rewards pays 0, so {spec.method} has nothing to learn from; "
+                          "set task.reward.* or rl.format_reward")  # fmt: skip
+    if rl.num_generations < 2:
+        raise HealerError(
+            f"{source}: rl.num_generations must be at least 2 (advantages compare completions of a prompt)"
+        )
+    completions = train.batch_size * train.grad_accum
+    if completions % rl.num_generations:
+        raise HealerError(
+            f"{source}: train.batch_size x train.grad_accum = {completions} completions per step is not a multiple of "
+            f"rl.num_generations = {rl.num_generations}; e.g. set train.batch_size = "
+            f"{max(rl.num_generations, completions // rl.num_generations * rl.num_generations)}"
+        )
+    for key in ("max_completion_length", "num_iterations"):
+        if getattr(rl, key) < 1:
+            raise HealerError(f"{source}: rl.{key} must be at least 1")
+    if rl.temperature <= 0 or not 0 < rl.top_p <= 1:
+        raise HealerError(
+            f"{source}: rl.temperature must be positive and rl.top_p in (0, 1]: RL samples its completions"
+        )
+    if rl.beta < 0 or rl.epsilon <= 0:
+        raise HealerError(f"{source}: rl.beta must be at least 0 and rl.epsilon positive")
+    if spec.method == "rloo" and (rl.loss_type or rl.scale_rewards != "group"):
+        raise HealerError(f"{source}: rl.loss_type and rl.scale_rewards are GRPO options; rloo does not take them")
 
 
 def resolve_model_path(model: ModelSpec, source: str) -> str:

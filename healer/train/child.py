@@ -49,6 +49,10 @@ def execute(run: Run, spec: RunSpec, store: Store) -> None:
         from healer.train import sft
 
         sft.run(run, spec, store)
+    elif spec.method in ("grpo", "rloo"):
+        from healer.train import rl
+
+        rl.run(run, spec, store)
     else:
         raise ValueError(f"method {spec.method!r} is not implemented")
 

@@ -82,6 +82,18 @@ def load_model(path: str, spec: RunSpec) -> Any:
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **_hub_kwargs(spec))
 
 
+def load_start_model(path: str, spec: RunSpec) -> Any:
+    """The model a run starts from; a LoRA adapter checkpoint is merged into its base model first."""
+    if not (Path(path) / "adapter_config.json").exists():
+        return load_model(path, spec)
+    import torch
+    from peft import AutoPeftModelForCausalLM
+
+    print(f"healer: merging the LoRA adapter at {path} into its base model", flush=True)
+    model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch.float32, **_hub_kwargs(spec))
+    return model.merge_and_unload()
+
+
 def _hub_kwargs(spec: RunSpec) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"trust_remote_code": spec.model.trust_remote_code}
     if spec.model.revision:
