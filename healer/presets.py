@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import tomllib
 import types
@@ -37,7 +38,11 @@ class RewardSpec:
     partial: float = opt(1.0, "a prefix of a known solution that does not evaluate yet")
     wrong_value: float = opt(-1.0, "legal, the right numbers, the wrong value")
     wrong_numbers: float = opt(-2.0, "per number not on the cards, used too often, or unused")
+    per_offence: bool = opt(True, "charge wrong_numbers once per offending number (the paper's penalty), else once")
     illegal: float = opt(-3.0, "not a formula of numbers, + - * / and parentheses (unparseable answers too)")
+
+
+REWARD_OUTCOMES = ("correct", "partial", "wrong_value", "wrong_numbers", "illegal")  # the outcomes RewardSpec pays
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,7 @@ class RLSpec:
         "group", "GRPO: divide advantages by the reward std of the group, of the batch, or not at all (Dr. GRPO)"
     )
     rewards: tuple[str, ...] = opt(("task",), "rewards summed per completion: task (task.reward's table), format")
-    format_reward: float = opt(0.1, "the `format` reward: paid when the answer parses (no format error)")
+    format_reward: float = opt(0.1, "the `format` reward: paid for a well-formed answer (not illegal, not partial)")
 
 
 @dataclass(frozen=True)
@@ -309,7 +314,12 @@ def check_rl(spec: RunSpec, source: str) -> None:
     for name in rl.rewards:
         if name not in REWARDS:
             raise HealerError(f"{source}: rl.rewards: unknown reward {name!r}; known: {', '.join(REWARDS)}")
-    paid = {"task": any(dataclasses.astuple(spec.task.reward)), "format": rl.format_reward != 0}
+    reward = spec.task.reward
+    if "task" in rl.rewards and reward.per_offence and reward.wrong_numbers > 0:
+        raise HealerError(f"{source}: task.reward.wrong_numbers = {reward.wrong_numbers} is paid per offending "
+                          "number, so more wrong numbers would earn more; make it a penalty (<= 0) or set "
+                          "task.reward.per_offence = false")  # fmt: skip
+    paid = {"task": any(getattr(reward, name) for name in REWARD_OUTCOMES), "format": rl.format_reward != 0}
     if not any(paid[name] for name in rl.rewards):
         raise HealerError(f"{source}: every reward in rl.rewards pays 0, so {spec.method} has nothing to learn from; "
                           "set task.reward.* or rl.format_reward")  # fmt: skip
@@ -319,10 +329,11 @@ def check_rl(spec: RunSpec, source: str) -> None:
         )
     completions = train.batch_size * train.grad_accum
     if completions % rl.num_generations:
+        unit = rl.num_generations // math.gcd(rl.num_generations, train.grad_accum)  # batch_size must be a multiple
         raise HealerError(
             f"{source}: train.batch_size x train.grad_accum = {completions} completions per step is not a multiple of "
             f"rl.num_generations = {rl.num_generations}; e.g. set train.batch_size = "
-            f"{max(rl.num_generations, completions // rl.num_generations * rl.num_generations)}"
+            f"{max(unit, train.batch_size // unit * unit)}"
         )
     for key in ("max_completion_length", "num_iterations"):
         if getattr(rl, key) < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,29 @@ def _select(store: Store, run: Run, selector: str) -> CheckpointRef:
     if step not in checkpoints:
         raise HealerError(f"run {run.id}@{selector} is step {step}, whose checkpoint is not registered any more")
     return _on_disk(CheckpointRef(run, step, checkpoints[step].path))
+
+
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")
+
+
+def check_startable(ref: CheckpointRef) -> None:
+    """A run can start from this checkpoint: its weights and a tokenizer are there (an adapter's base may hold it)."""
+    directory = Path(ref.path)
+    if not directory.is_dir():  # step 0 of a run that started from a hub id
+        return
+    adapter = directory / "adapter_config.json"
+    if not (directory / "config.json").exists() and not adapter.exists():
+        raise HealerError(f"{ref.label}: {directory} holds no model (no config.json or adapter_config.json)")
+    if any((directory / name).exists() for name in TOKENIZER_FILES):
+        return
+    if adapter.exists():
+        base = json.loads(adapter.read_text()).get("base_model_name_or_path") or ""
+        if base and (not Path(base).is_dir() or any((Path(base) / n).exists() for n in TOKENIZER_FILES)):
+            return
+    raise HealerError(
+        f"{ref.label}: the checkpoint at {directory} has no tokenizer (no tokenizer_config.json); "
+        "copy the tokenizer files of the model it was trained from into it"
+    )
 
 
 def _on_disk(ref: CheckpointRef) -> CheckpointRef:

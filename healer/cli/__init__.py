@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from healer import __version__
-from healer.cli import db, demo, evaluate, model, presets, runs, task
+from healer.cli import db, demo, evaluate, heal, model, presets, runs, task
 from healer.cli.common import App
 
 PITCH = "Run, measure and steer SFT then RL post-training; every number lands in one SQLite file."
@@ -40,6 +40,7 @@ db.register(app)
 demo.register(app)
 task.register(app)
 evaluate.register(app)
+heal.register(app)
 app.add_typer(presets.app, name="presets")
 app.add_typer(model.app, name="model")
 

@@ -17,7 +17,7 @@ from healer.store import Store
 out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal:
     out.width = max(out.width, 160)  # piped or captured output: wide tables, not rows wrapped at 80 columns
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class App(typer.Typer):

@@ -2,15 +2,15 @@
 
 import dataclasses
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from healer import report
+from healer import lineage, report
 from healer.cli.common import App, err, fmt, open_store, out, print_json, print_table
 from healer.cli.evaluate import print_accuracy
 from healer.presets import Preset, load_preset
-from healer.refs import resolve_checkpoint
+from healer.refs import check_startable, resolve_checkpoint
 from healer.runner import create_run, reap_dead, run_foreground
 from healer.store import Run, Status, Store
 
@@ -54,6 +54,7 @@ def start_run(store: Store, preset: Preset, start: str | None) -> Run:
     if start is None:
         return create_run(store, preset)
     ref = resolve_checkpoint(store, start)
+    check_startable(ref)
     model = dataclasses.replace(preset.spec.model, path=ref.path, build="")
     preset = dataclasses.replace(preset, spec=dataclasses.replace(preset.spec, model=model))
     return create_run(store, preset, parent_run=ref.run.id if ref.run else None, parent_step=ref.step)
@@ -164,19 +165,78 @@ def _print_detail(store: Store, d: dict) -> None:
 def metrics(
     ref: RunArgument,
     name: Annotated[str | None, typer.Option("--name", "-n", help="only this metric, e.g. loss")] = None,
+    with_lineage: Annotated[
+        bool,
+        typer.Option(
+            "--lineage",
+            help="the run's ancestors too, on one axis (lineage_step: parent steps, then this run's after its start), "
+            "eval accuracies included as eval/SPLIT/accuracy",
+        ),
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Print a run's metrics: one row per (step, name), the trainer's names kept."""
     store = open_store()
     run = store.find_run(ref)
-    rows = [report.metric_row(m) for m in store.metrics(run.id, name)]
+    if with_lineage:
+        rows = lineage.lineage_rows(store, run, name)
+    else:
+        rows = [report.metric_row(m) for m in store.metrics(run.id, name)]
     if json_out:
         print_json(rows)
         return
     if not rows:
         err.print(f"run {run.id} has no metrics" + (f" named {name!r}" if name else ""), markup=False)
         return
+    if with_lineage:
+        columns = ["lineage step", "run", "step", "name", "value"]
+        print_table(columns, [[r["lineage_step"], r["run"], r["step"], r["name"], fmt(r["value"], 6)] for r in rows])
+        return
     print_table(["step", "name", "value"], [[r["step"], r["name"], fmt(r["value"], 6)] for r in rows])
+
+
+@app.command("tree")
+def tree(
+    ref: Annotated[str | None, typer.Argument(help="run id or name: show the tree it belongs to")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Runs and the runs started from their checkpoints (RL from SFT), with the step each started from."""
+    store = open_store()
+    reap_dead(store)
+    root = lineage.root_of(store, store.find_run(ref)) if ref else None
+    nodes = lineage.tree(store, root)
+    if json_out:
+        print_json(nodes)
+        return
+    if not nodes:
+        err.print("no runs yet; start one with `healer run PRESET`", markup=False)
+        return
+    from rich.tree import Tree
+
+    for node in nodes:
+        top = Tree(_tree_label(node))
+        _add_children(top, node)
+        out.print(top)
+
+
+def _add_children(branch: Any, node: dict[str, Any]) -> None:
+    for child in node["children"]:
+        _add_children(branch.add(f"@{child['parent_step']} -> " + _tree_label(child)), child)
+
+
+def _tree_label(node: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    parts = [f"run {node['id']} {escape(node['name'])}", node["method"], node["status"],
+             f"{node['step'] or 0}/{node['total_steps'] or '?'}"]  # fmt: skip
+    last = node["last_eval"]
+    if last:
+        accuracies = "  ".join(f"{s.upper()} {100 * v:.1f}" for s, v in last.items() if s != "step")
+        parts.append(f"@{last['step']}: {accuracies}")
+    peak = node["peak_ood"]
+    if peak and (not last or peak["step"] != last["step"]):
+        parts.append(f"OOD peak {100 * peak['ood']:.1f} @{peak['step']}")
+    return "  ".join(parts)
 
 
 def _parent(row: dict) -> str:

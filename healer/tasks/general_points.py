@@ -265,7 +265,8 @@ class Verdict:
 
     def score(self, reward: RewardSpec) -> Score:
         table = getattr(reward, self.outcome)
-        points = table * self.offences if self.outcome == "wrong_numbers" else table
+        per_offence = self.outcome == "wrong_numbers" and reward.per_offence
+        points = table * self.offences if per_offence else table
         return Score(self.outcome, float(points), self.feedback, self.format_error)
 
 

@@ -8,18 +8,17 @@ spec (`task.reward`), optionally plus a format reward. Every logging step record
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from healer.presets import RewardSpec, RunSpec
+from healer.presets import REWARD_OUTCOMES, RunSpec
 from healer.store import Run, Store
 from healer.tasks import Example, Score, Task, make_task
 
 # The outcomes of the reward table: their shares are logged on every step, zeros included, so curves have no gaps.
-OUTCOMES = tuple(f.name for f in dataclasses.fields(RewardSpec))
+OUTCOMES = REWARD_OUTCOMES
 METHODS = {"grpo": ("GRPOTrainer", "GRPOConfig"), "rloo": ("RLOOTrainer", "RLOOConfig")}
 
 
@@ -145,7 +144,10 @@ class TaskReward:
 
 
 class FormatReward:
-    """`rl.format_reward` for every answer the verifier could parse, 0 for the rest."""
+    """`rl.format_reward` for every well-formed answer (judged right or wrong on its merits), 0 for the rest.
+
+    Not well-formed: a format error, an illegal answer, or a `partial` one (a prefix of a solution that does not
+    parse yet)."""
 
     __name__ = "format"
 
@@ -154,7 +156,11 @@ class FormatReward:
         self.value = value
 
     def __call__(self, prompts: list[Any], completions: list[Any], example: list[int], **kwargs: Any) -> list[float]:
-        return [0.0 if s.format_error else self.value for s in self.scorer.scores(completions, example)]
+        return [self.value if well_formed(s) else 0.0 for s in self.scorer.scores(completions, example)]
+
+
+def well_formed(score: Score) -> bool:
+    return not score.format_error and score.outcome not in ("illegal", "partial")
 
 
 def outcome_shares(scores: list[Score]) -> dict[str, float]:

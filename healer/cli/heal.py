@@ -1,0 +1,128 @@
+"""`healer heal`: RL from several checkpoints of one SFT run, and the table of what each recovered."""
+
+import dataclasses
+import sys
+from typing import Annotated, Any, TextIO
+
+import typer
+
+from healer import heal as sweep
+from healer.cli.common import App, err, open_store, out, print_json, print_table
+from healer.cli.runs import start_run
+from healer.errors import HealerError
+from healer.presets import RL_METHODS, Preset, load_preset
+from healer.refs import check_startable
+from healer.runner import reap_dead, run_foreground
+from healer.store import Run, Status, Store
+
+
+def heal(
+    sft_run: Annotated[str, typer.Argument(help="the SFT run (id or name) whose checkpoints RL starts from")],
+    preset: Annotated[str | None, typer.Option("--preset", "-p", help="the RL preset (method grpo or rloo)")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="start points, comma-separated: peak-ood, best-id, loss-pick, last, or steps")
+    ] = None,
+    around: Annotated[str | None, typer.Option(help="start from --count checkpoints centred on this one")] = None,
+    count: Annotated[int, typer.Option(help="how many checkpoints --around takes")] = 5,
+    steps: Annotated[str | None, typer.Option(help="start from these steps, e.g. 100,200,300")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", help="override a key of the RL preset, e.g. --set train.lr=1e-4")
+    ] = None,
+    report_only: Annotated[
+        bool, typer.Option("--report", help="run nothing: print the table for the RL runs already started from it")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="echo each RL run's log")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Start RL from chosen checkpoints of an SFT run, one after another, and report how much OOD each recovered.
+
+    The default start points are the SFT run's OOD peak and its last checkpoint (--at peak-ood,last).
+    """
+    store = open_store()
+    reap_dead(store)
+    sft = store.find_run(sft_run)
+    if report_only:
+        print_heal_table(sweep.heal_rows(store, sft), sft, json_out)
+        return
+    if preset is None:
+        raise HealerError("heal needs the RL preset: --preset presets/tiny-grpo.toml (or --report to only read)")
+    loaded = load_preset(preset, overrides or [])
+    if loaded.spec.method not in RL_METHODS:
+        raise HealerError(f"{loaded.path}: method = {loaded.spec.method!r}; heal runs RL, so the preset needs "
+                          f"method = {' or '.join(map(repr, RL_METHODS))}")  # fmt: skip
+    starts = sweep.choose_starts(store, sft, at=at, around=around, count=count, steps=steps)
+    finished = run_sweep(store, sft, loaded, starts, echo=sys.stderr if verbose else None)
+    print_heal_table(sweep.heal_rows(store, sft, finished), sft, json_out)
+    statuses = {Status(r.status) for r in finished}
+    code = 130 if Status.CANCELLED in statuses else (0 if statuses <= {Status.DONE} else 1)
+    raise typer.Exit(code)
+
+
+def run_sweep(store: Store, sft: Run, preset: Preset, starts: list[sweep.Start], echo: TextIO | None) -> list[Run]:
+    """RL from each start point, one after another in the foreground; Ctrl-C cancels the current one and stops."""
+    for start in starts:
+        check_startable(start.ref)  # every start point is checked before the first run begins
+    finished: list[Run] = []
+    for i, start in enumerate(starts, 1):
+        labels = f" ({', '.join(start.labels)})" if start.labels else ""
+        named = dataclasses.replace(preset.spec, name=f"{preset.spec.name}-from-{start.step}")
+        created = start_run(store, dataclasses.replace(preset, spec=named), f"{sft.id}@{start.step}")
+        err.print(f"heal {i}/{len(starts)}: run {created.id} {created.name} from run {sft.id}@{start.step}{labels}; "
+                  f"log: {created.log_path}", markup=False)  # fmt: skip
+        run = run_foreground(store, created, echo=echo)
+        finished.append(run)
+        err.print(f"heal {i}/{len(starts)}: run {run.id} {run.status}" + (f" ({run.reason})" if run.reason else ""),
+                  markup=False)  # fmt: skip
+        if run.status == Status.CANCELLED:
+            err.print("heal: cancelled; the remaining start points were not run", markup=False)
+            break
+    return finished
+
+
+def print_heal_table(rows: list[dict[str, Any]], sft: Run, json_out: bool = False) -> None:
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        err.print(f"no RL runs started from run {sft.id} yet; run `healer heal {sft.id} --preset PRESET`", markup=False)
+        return
+    peak = next((r["ood_peak"] for r in rows if r["ood_peak"]), None)
+    title = f"heal: RL from checkpoints of run {sft.id} {sft.name}"
+    if peak:
+        where = "the model it started from" if peak["step"] == 0 else f"step {peak['step']}"
+        title += f"; its OOD peak: {100 * peak['ood']:.1f} at {where}"
+    print_table(
+        ["start", "", "id", "ood", "rl run", "status", "id after", "ood after", "Δ id", "Δ ood", "ood flips",
+         "recovered"],
+        [[f"{r['start']['run']}@{r['start']['step']}", ", ".join(r["start"]["labels"]), _pct(r["start"], "id"),
+          _pct(r["start"], "ood"), r["rl_run"], r["status"], _pct(r["after"], "id"), _pct(r["after"], "ood"),
+          _points(r["delta_id"]), _points(r["delta_ood"]), _flips(r["flips_ood"]), _recovered(r)] for r in rows],
+        title=title,
+    )  # fmt: skip
+    out.print("Accuracies in %, `after` = the RL run's last evaluated checkpoint; Δ in points; flips = OOD items "
+              "wrong→right / right→wrong; recovered = Δ ood / (OOD peak − start ood).", markup=False)  # fmt: skip
+
+
+def _pct(side: dict[str, Any] | None, split: str) -> str:
+    if not side or split not in side:
+        return ""
+    e = side[split]
+    return f"{100 * e['accuracy']:.1f} [{100 * e['ci_low']:.1f}, {100 * e['ci_high']:.1f}]"
+
+
+def _points(delta: float | None) -> str:
+    return "" if delta is None else f"{100 * delta:+.1f}"
+
+
+def _flips(f: dict[str, int] | None) -> str:
+    return "" if f is None else f"+{f['gained']}/−{f['lost']}"
+
+
+def _recovered(row: dict[str, Any]) -> str:
+    if row["recovered"] is not None:
+        return f"{100 * row['recovered']:.0f} %"
+    return "nothing lost" if row["lost"] is not None and row["lost"] <= 0 else ""
+
+
+def register(root: App) -> None:
+    root.command("heal")(heal)
