@@ -173,3 +173,31 @@ def test_model_tiny_builds_a_loadable_model(tmp_path: Path) -> None:
     assert (tmp_path / "m" / "model.safetensors").exists() and (tmp_path / "m" / "tokenizer.json").exists()
     again = invoke("model", "tiny", str(tmp_path / "m"))
     assert again.exit_code == 2 and "not empty" in again.output
+
+
+def test_demo_reuses_a_stage0_run_whose_spec_predates_new_keys(tmp_path: Path) -> None:
+    """The stage-0 cache survives keys added to RunSpec later (their defaults fill in), not a changed value."""
+    from healer.cli.demo import STAGE0, cached_stage0
+    from healer.presets import load_preset
+
+    preset = load_preset(STAGE0)
+    old = preset.spec.to_dict()
+    del old["rl"]  # written before the [rl] section existed
+    del old["task"]["reward"]["per_offence"]
+    store = Store(tmp_path / "h.db")
+    checkpoint = tmp_path / "checkpoint-1500"
+    checkpoint.mkdir()
+
+    def stored(spec: dict) -> int:
+        run = store.create_run(kind="sft", method="sft", name=STAGE0, spec=spec, model_path="/m")
+        store.add_checkpoint(run.id, 1500, str(checkpoint))
+        store.finish_run(run.id, Status.DONE, exit_code=0)
+        return run.id
+
+    changed = {**old, "train": {**old["train"], "lr": 1e-2}}
+    stored(changed)
+    assert cached_stage0(store, preset) is None, "a changed value must not be reused"
+    reusable = stored(old)
+    stored({**old, "bogus": 1})  # a spec that no longer parses is skipped, not an error
+    found = cached_stage0(store, preset)
+    assert found is not None and found.id == reusable

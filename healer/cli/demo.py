@@ -14,8 +14,9 @@ from healer.cli.common import App, err, open_store, out
 from healer.cli.evaluate import print_accuracy
 from healer.cli.heal import print_heal_table, run_sweep
 from healer.cli.runs import EXIT_CODES, print_run_summary, start_run, tree
+from healer.errors import HealerError
 from healer.evals import by_step
-from healer.presets import Preset, load_preset
+from healer.presets import Preset, build_spec, load_preset
 from healer.runner import run_foreground
 from healer.store import Run, Status, Store
 
@@ -91,10 +92,18 @@ def cached_stage0(store: Store, preset: Preset) -> Run | None:
     wanted = json.dumps(preset.spec.to_dict(), sort_keys=True)
     for run in reversed(store.runs(status=[Status.DONE])):
         checkpoints = store.checkpoints(run.id)
-        same = run.name == STAGE0 and json.dumps(run.spec_dict, sort_keys=True) == wanted
+        same = run.name == STAGE0 and _normalised(run) == wanted
         if same and checkpoints and Path(checkpoints[-1].path).is_dir():
             return run
     return None
+
+
+def _normalised(run: Run) -> str | None:
+    """A stored spec with the defaults of keys added since it was written, so new keys do not void the cache."""
+    try:
+        return json.dumps(build_spec(run.spec_dict, source=f"run {run.id}").to_dict(), sort_keys=True)
+    except HealerError:
+        return None
 
 
 def _stop(store: Store, run: Run) -> None:
