@@ -177,7 +177,7 @@ def find_preset(ref: str) -> Path:
     direct = Path(ref).expanduser()
     if direct.is_file():
         return direct
-    if direct.suffix == "" and "/" not in ref:
+    if not ref.endswith(".toml") and "/" not in ref:  # a name; it may hold dots (gp-sft-qwen2.5-7b)
         for directory in preset_dirs():
             candidate = directory / f"{ref}.toml"
             if candidate.is_file():

@@ -83,6 +83,8 @@ def test_a_hub_id_passes_validation(tmp_path: Path) -> None:
 
 def test_presets_are_found_by_name(tmp_path: Path) -> None:
     assert load_preset("tiny-sft").path == (REPO / "presets" / "tiny-sft.toml").resolve()
+    for name in ("gp-sft-qwen2.5-7b", "gp-grpo-qwen2.5-7b"):  # names with dots in them are names, not suffixes
+        assert load_preset(name).path == (REPO / "presets" / f"{name}.toml").resolve()
     with pytest.raises(HealerError, match=r"preset 'nope' not found.*tiny-sft"):
         load_preset("nope")
 

@@ -38,7 +38,7 @@ def healer_in(home: Path, *args: str, check: bool = True) -> subprocess.Complete
 
 @pytest.fixture(scope="module")
 def lineage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """One SFT run; GRPO from its @last; a heal sweep from steps 10 and 20; RLOO with LoRA from @last."""
+    """One SFT run; GRPO from its @last; a heal sweep from steps 10 and 20; RLOO with LoRA and KL from @last."""
     home = tmp_path_factory.mktemp("rl") / "home"
     sft = json.loads(healer_in(home, "run", "presets/tiny-sft.toml", *SFT, "-q", "--json").stdout)
     grpo = json.loads(healer_in(home, "run", "presets/tiny-grpo.toml", "--from", f"{sft['id']}@last", *RL, "-q",
@@ -47,7 +47,7 @@ def lineage(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                      "--json")  # fmt: skip
     rloo = json.loads(healer_in(home, "run", "presets/tiny-grpo.toml", "--from", f"{sft['id']}@last", *RL,
                                 "--set", "method=rloo", "--set", "lora.enabled=true", "--set", "lora.r=4",
-                                "--set", "train.lr=1e-3", "-q", "--json").stdout)  # fmt: skip
+                                "--set", "train.lr=1e-3", "--set", "rl.beta=0.01", "-q", "--json").stdout)  # fmt: skip
     return {"home": home, "sft": sft, "grpo": grpo, "heal": json.loads(heal.stdout), "heal_stderr": heal.stderr,
             "rloo": rloo}  # fmt: skip
 
@@ -138,3 +138,6 @@ def test_rloo_with_lora_trains_adapters(lineage: dict[str, Any]) -> None:
     a, b = load_file(first / "adapter_model.safetensors"), load_file(last / "adapter_model.safetensors")
     assert any(not (a[k] == b[k]).all() for k in a if "lora_B" in k), "the adapters moved between checkpoints"
     assert {e["step"] for e in rloo["evals"]} == {0, 5, 10}
+    with Store(lineage["home"] / "healer.db") as store:
+        kl = store.metrics(rloo["id"], "kl")
+    assert len(kl) == 10 and all(m.value >= 0 for m in kl), "rl.beta > 0: the KL to the start model is logged"
