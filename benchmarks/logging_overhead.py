@@ -29,21 +29,34 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-import tempfile
-import time
-from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Any
 
-import torch
+from _shared import (
+    Bench,
+    Repetition,
+    StepTimer,
+    fresh_model,
+    labelled,
+    median_ms,
+    median_steps_per_s,
+    metric_rows,
+    percents,
+    pooled_step_ms,
+    quiet_setup,
+    run_pairs,
+    time_log_metrics,
+    timed_train,
+    variants,
+    work_dir,
+)
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from healer.presets import RunSpec
 from healer.store import Store
 from healer.train.callbacks import StoreCallback
-from healer.train.sft import quiet_progress_bars, sft_config, sft_dataset
+from healer.train.sft import sft_config, sft_dataset
 from healer.train.tiny import save_tiny
 
 GOAL_OVERHEAD_PCT = 2.0
@@ -61,33 +74,18 @@ SAMPLE_METRICS = {
 }
 
 
-class StepTimer(TrainerCallback):
-    """Records the time of every on_step_begin; consecutive differences are whole step periods, logging included."""
-
-    def __init__(self) -> None:
-        self.begins: list[float] = []
-
-    def on_step_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        self.begins.append(time.perf_counter())
-
-    def periods(self) -> list[float]:
-        return [b - a for a, b in zip(self.begins, self.begins[1:], strict=False)]
-
-
-class EveryOtherStep(TrainerCallback):
+class EveryOtherStep(StepTimer):
     """Forwards on_log to StoreCallback on every other step and labels each step period by whether it wrote."""
 
     def __init__(self, inner: StoreCallback) -> None:
+        super().__init__()
         self.inner = inner
-        self.begins: list[float] = []
         self.wrote: list[bool] = []
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self.begins.append(time.perf_counter())
+        super().on_step_begin(args, state, control, **kwargs)
         self.wrote.append(False)
 
     def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
@@ -97,50 +95,22 @@ class EveryOtherStep(TrainerCallback):
 
     def medians_ms(self) -> tuple[float, float]:
         """Median period (ms) of the steps that wrote to the store, and of those that did not."""
-        periods = [b - a for a, b in zip(self.begins, self.begins[1:], strict=False)]
-        wrote = [p for p, w in zip(periods, self.wrote, strict=False) if w]
-        skipped = [p for p, w in zip(periods, self.wrote, strict=False) if not w]
-        return statistics.median(wrote) * 1000, statistics.median(skipped) * 1000
-
-
-@dataclass
-class Repetition:
-    with_store: bool
-    steps: int
-    train_s: float
-    step_periods: list[float]
-    metric_rows: int = 0
-
-    @property
-    def steps_per_s(self) -> float:
-        return self.steps / self.train_s
-
-    @property
-    def median_step_ms(self) -> float:
-        return statistics.median(self.step_periods) * 1000
-
-
-@dataclass
-class Bench:
-    """Everything the repetitions share: the saved model, the tokenizer, the dataset, the store."""
-
-    model_dir: Path
-    work_dir: Path
-    spec: RunSpec
-    tokenizer: Any
-    dataset: Any
-    store: Store
+        periods = self.periods()
+        return median_ms(labelled(periods, self.wrote, True)), median_ms(labelled(periods, self.wrote, False))
 
 
 def bench_spec(steps: int) -> RunSpec:
-    """The preset tiny-sft settings, with one log per step and the given number of steps."""
+    """The task of presets/tiny-sft.toml (card_sum, 3 cards), with one log per step and the given number of steps.
+
+    The task is named: the default task's prompts run far past max_length 64, which would leave no completion token.
+    """
     spec = RunSpec()
     return dataclasses.replace(
         spec,
         name="bench",
         precision="fp32",
         device="cpu",
-        task=dataclasses.replace(spec.task, n_train=2000),
+        task=dataclasses.replace(spec.task, name="card_sum", n_cards=3, n_train=2000),
         train=dataclasses.replace(
             spec.train,
             max_steps=steps,
@@ -157,11 +127,9 @@ def bench_spec(steps: int) -> RunSpec:
 
 def make_trainer(bench: Bench, steps: int, callbacks: list[TrainerCallback]) -> Any:
     """A fresh model from the saved weights and an SFTTrainer with healer's config, checkpoints off."""
-    from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
-    model = AutoModelForCausalLM.from_pretrained(bench.model_dir, dtype=torch.float32)
-    spec = dataclasses.replace(bench.spec, train=dataclasses.replace(bench.spec.train, max_steps=steps))
+    model, spec = fresh_model(bench, steps)
     config = sft_config(spec, str(bench.work_dir / "out"), save_strategy="no")
     trainer = SFTTrainer(
         model=model, args=config, train_dataset=bench.dataset, processing_class=bench.tokenizer, callbacks=callbacks
@@ -179,48 +147,36 @@ def train_interleaved(bench: Bench, steps: int) -> tuple[float, float]:
 
 
 def train_once(bench: Bench, steps: int, with_store: bool) -> Repetition:
-    """One fresh model and trainer; only trainer.train() is timed."""
+    """One fresh model and trainer; only trainer.train() is timed. The healer variant is the one with the store."""
     timer = StepTimer()
     callbacks: list[TrainerCallback] = [timer]
     run_id = None
     if with_store:
         run_id = bench.store.create_run(kind="sft", method="sft", name="bench", spec={}).id
         callbacks.append(StoreCallback(bench.store, run_id))
-    trainer = make_trainer(bench, steps, callbacks)
-
-    start = time.perf_counter()
-    trainer.train()
-    elapsed = time.perf_counter() - start
-
-    rows = len(bench.store.metrics(run_id)) if run_id is not None else 0
-    return Repetition(with_store, steps, elapsed, timer.periods(), rows)
+    elapsed = timed_train(make_trainer(bench, steps, callbacks))
+    return Repetition(with_store, steps, elapsed, timer.periods(), metric_rows(bench.store, run_id))
 
 
-def time_log_metrics(store: Store, calls: int) -> float:
-    """Median wall time of one Store.log_metrics call with SAMPLE_METRICS, in ms (a fresh step every call)."""
-    run_id = store.create_run(kind="sft", method="sft", name="bench-log-metrics", spec={}).id
-    times = []
-    for step in range(1, calls + 1):
-        start = time.perf_counter()
-        store.log_metrics(run_id, step, SAMPLE_METRICS)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+def progress(rep: Repetition) -> str:
+    """A timed repetition's line as it ends: its variant and steps/s."""
+    label = "with   " if rep.healer else "without"
+    return f"{label} StoreCallback: {rep.steps_per_s:6.2f} steps/s"
 
 
 def report(reps: list[Repetition], interleaved: tuple[float, float], log_metrics_ms: float, calls: int) -> None:
-    without = [r for r in reps if not r.with_store]
-    with_ = [r for r in reps if r.with_store]
+    without, with_ = variants(reps)
 
     print("\nrepetitions (in run order):")
     for i, r in enumerate(reps, 1):
-        label = "with StoreCallback   " if r.with_store else "without StoreCallback"
+        label = "with StoreCallback   " if r.healer else "without StoreCallback"
         print(
             f"  {i:2d}. {label}  train() {r.train_s:6.2f} s = {r.steps_per_s:6.2f} steps/s   "
             f"median step {r.median_step_ms:6.2f} ms   metric rows {r.metric_rows}"
         )
 
-    step_without = statistics.median(p for r in without for p in r.step_periods) * 1000
-    step_with = statistics.median(p for r in with_ for p in r.step_periods) * 1000
+    step_without = pooled_step_ms(without)
+    step_with = pooled_step_ms(with_)
     ratio = step_without / step_with  # steps/s with / steps/s without
     overhead = (1 - ratio) * 100
     pair_overheads = [(1 - a.median_step_ms / b.median_step_ms) * 100 for a, b in zip(without, with_, strict=True)]
@@ -230,10 +186,10 @@ def report(reps: list[Repetition], interleaved: tuple[float, float], log_metrics
     print(f"  with StoreCallback:    {1000 / step_with:8.2f} steps/s  ({step_with:.2f} ms a step)")
     print(f"  ratio with/without:    {ratio:8.4f}")
     print(f"  healer overhead:       {overhead:+8.2f} %")
-    print(f"  per-pair overhead (noise): {', '.join(f'{o:+.1f}' for o in pair_overheads)} %")
+    print(f"  per-pair overhead (noise): {percents(pair_overheads)} %")
 
-    sps_without = statistics.median(r.steps_per_s for r in without)
-    sps_with = statistics.median(r.steps_per_s for r in with_)
+    sps_without = median_steps_per_s(without)
+    sps_with = median_steps_per_s(with_)
     loop_ratio = sps_with / sps_without
     print("\nsteps/s from the train loop (steps / trainer.train() wall time, median over repetitions):")
     print(f"  without StoreCallback: {sps_without:8.2f} steps/s")
@@ -271,23 +227,16 @@ def main() -> None:
     if args.pairs < 1 or args.steps < 3 or args.warmup_steps < 1 or args.log_calls < 1:
         parser.error("--pairs, --warmup-steps and --log-calls must be >= 1 and --steps >= 3")
 
-    torch.set_num_threads(args.threads)
-    quiet_progress_bars()
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="healer-bench-") as tmp:
-        work_dir = Path(tmp)
-        model_dir = save_tiny(work_dir / "tiny", "tiny")
+    quiet_setup(args.threads)
+    with work_dir() as tmp:
+        model_dir = save_tiny(tmp / "tiny", "tiny")
         from transformers import AutoTokenizer
 
         spec = bench_spec(args.steps)
-        with Store(work_dir / "healer.db") as store:
+        with Store(tmp / "healer.db") as store:
             bench = Bench(
                 model_dir=model_dir,
-                work_dir=work_dir,
+                work_dir=tmp,
                 spec=spec,
                 tokenizer=AutoTokenizer.from_pretrained(model_dir),
                 dataset=sft_dataset(spec),
@@ -299,28 +248,12 @@ def main() -> None:
                 f"{args.pairs} pairs x {args.steps} steps, {len(bench.dataset)} examples"
             )
 
-            print(f"warm-up pair ({args.warmup_steps} steps each, discarded) ...", flush=True)
-            train_once(bench, args.warmup_steps, with_store=False)
-            train_once(bench, args.warmup_steps, with_store=True)
-
-            reps: list[Repetition] = []
-            for pair in range(args.pairs):
-                # AB, BA, AB, ...: a slow drift of the machine cancels out over an even number of pairs.
-                order = (False, True) if pair % 2 == 0 else (True, False)
-                for with_store in order:
-                    rep = train_once(bench, args.steps, with_store)
-                    reps.append(rep)
-                    label = "with   " if with_store else "without"
-                    print(
-                        f"  pair {pair + 1}/{args.pairs} {label} StoreCallback: {rep.steps_per_s:6.2f} steps/s",
-                        flush=True,
-                    )
+            reps = run_pairs(args, partial(train_once, bench), progress)
 
             print(f"interleaved trainer ({2 * args.steps} steps) ...", flush=True)
             interleaved = train_interleaved(bench, 2 * args.steps)
-            log_metrics_ms = time_log_metrics(store, args.log_calls)
+            log_metrics_ms = time_log_metrics(store, SAMPLE_METRICS, args.log_calls, kind="sft", method="sft")
             report(reps, interleaved, log_metrics_ms, args.log_calls)
-    print(f"total time {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":

@@ -47,18 +47,35 @@ import argparse
 import dataclasses
 import os
 import statistics
-import tempfile
 import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import pairwise
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from _shared import (
+    Bench,
+    Repetition,
+    StepTimer,
+    fresh_model,
+    labelled,
+    median_ms,
+    median_steps_per_s,
+    metric_rows,
+    percents,
+    periods,
+    pooled_step_ms,
+    quiet_setup,
+    run_pairs,
+    time_log_metrics,
+    timed_train,
+    variants,
+    work_dir,
+)
+from transformers import TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
 from healer.presets import RunSpec
@@ -70,37 +87,23 @@ PRESET = Path(__file__).resolve().parent.parent / "presets" / "tiny-grpo.toml"
 LENGTH_KEY = "completions/mean_length"
 
 
-class StepTimer(TrainerCallback):
-    """Times every on_step_begin (consecutive differences are whole step periods) and keeps every log."""
+class LoggedStepTimer(StepTimer):
+    """A StepTimer that also keeps every per-step log, for the completion lengths."""
 
     def __init__(self) -> None:
-        self.begins: list[float] = []
+        super().__init__()
         self.logs: list[dict[str, Any]] = []
 
-    def on_step_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        self.begins.append(time.perf_counter())
-
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        logs = kwargs.get("logs")
         if logs and LENGTH_KEY in logs:  # the per-step logs, not the end-of-training summary
             self.logs.append(dict(logs))
-
-    def periods(self) -> list[float]:
-        return [b - a for a, b in pairwise(self.begins)]
 
     def lengths(self) -> list[float]:
         return [float(log[LENGTH_KEY]) for log in self.logs]
 
 
-class EveryOtherStep(TrainerCallback):
+class EveryOtherStep(StepTimer):
     """Healer's reward and StoreCallback on every other step, the bare reward on the rest; labels each period.
 
     The trainer gets this object as its only reward function: it forwards to healer's reward on the healer steps
@@ -114,18 +117,18 @@ class EveryOtherStep(TrainerCallback):
     def __init__(
         self, bare: Callable[..., list[float]], healer: Callable[..., list[float]], store_cb: Any, healer_first: bool
     ) -> None:
+        super().__init__()
         self.bare = bare
         self.healer = healer
         self.store_cb = store_cb
         self.parity = 1 if healer_first else 0
-        self.begins: list[float] = []
         self.cpu_begins: list[float] = []  # CPU time of the process: blind to the time other processes take
         self.healer_step: list[bool] = []
 
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self.begins.append(time.perf_counter())
+        super().on_step_begin(args, state, control, **kwargs)
         self.cpu_begins.append(time.process_time())
         self.healer_step.append(len(self.begins) % 2 == self.parity)
 
@@ -137,20 +140,14 @@ class EveryOtherStep(TrainerCallback):
         active = self.healer if self.healer_step and self.healer_step[-1] else self.bare
         return active(prompts=prompts, completions=completions, **kwargs)
 
-    def periods(self, healer: bool) -> list[float]:
+    def periods_of(self, healer: bool) -> list[float]:
         """The periods of the healer steps, or of the bare steps."""
-        periods = [b - a for a, b in pairwise(self.begins)]
-        return [p for p, h in zip(periods, self.healer_step, strict=False) if h == healer]
+        return labelled(self.periods(), self.healer_step, healer)
 
     def local_ratios(self, cpu: bool = False) -> list[float]:
         """Each healer step's period over the mean of its two bare neighbours' (a linear drift cancels)."""
-        begins = self.cpu_begins if cpu else self.begins
-        periods = [b - a for a, b in pairwise(begins)]
-        return [
-            periods[i] / ((periods[i - 1] + periods[i + 1]) / 2)
-            for i in range(1, len(periods) - 1)
-            if self.healer_step[i]
-        ]
+        step = periods(self.cpu_begins if cpu else self.begins)
+        return [step[i] / ((step[i - 1] + step[i + 1]) / 2) for i in range(1, len(step) - 1) if self.healer_step[i]]
 
 
 @dataclass
@@ -166,11 +163,11 @@ class Interleaved:
 
     @property
     def healer_ms(self) -> float:
-        return statistics.median(self.healer_periods) * 1000
+        return median_ms(self.healer_periods)
 
     @property
     def bare_ms(self) -> float:
-        return statistics.median(self.bare_periods) * 1000
+        return median_ms(self.bare_periods)
 
 
 def bare_reward(task: Task, examples: list[Example]) -> Callable[..., list[float]]:
@@ -183,35 +180,18 @@ def bare_reward(task: Task, examples: list[Example]) -> Callable[..., list[float
 
 
 @dataclass
-class Repetition:
-    healer: bool
-    steps: int
-    train_s: float
-    step_periods: list[float]
-    lengths: list[float]
-    metric_rows: int = 0
+class GRPORepetition(Repetition):
+    """A repetition, with the mean completion length of every step."""
 
-    @property
-    def steps_per_s(self) -> float:
-        return self.steps / self.train_s
-
-    @property
-    def median_step_ms(self) -> float:
-        return statistics.median(self.step_periods) * 1000
+    lengths: list[float] = field(default_factory=list)
 
 
 @dataclass
-class Bench:
-    """Everything the repetitions share: the saved model, tokenizer, dataset, task and store."""
+class GRPOBench(Bench):
+    """Everything the repetitions share: the saved model, tokenizer, dataset and store, plus the task's examples."""
 
-    model_dir: Path
-    work_dir: Path
-    spec: RunSpec
-    tokenizer: Any
-    dataset: Any
     examples: list[Example]
     task: Task
-    store: Store
     sample_batch: dict[str, Any] = field(default_factory=dict)  # one real reward batch, for the micro timings
     sample_log: dict[str, float] = field(default_factory=dict)  # one real GRPO log, for the micro timings
 
@@ -239,15 +219,13 @@ def bench_spec(steps: int, batch_size: int, completion_length: int) -> RunSpec:
     )
 
 
-def make_trainer(bench: Bench, steps: int, reward: Callable[..., list[float]], callbacks: list[Any]) -> Any:
+def make_trainer(bench: GRPOBench, steps: int, reward: Callable[..., list[float]], callbacks: list[Any]) -> Any:
     """A fresh model from the saved weights and a GRPOTrainer with healer's config, checkpoints off."""
-    from transformers import AutoModelForCausalLM
     from trl import GRPOTrainer
 
     from healer.train.rl import rl_config
 
-    model = AutoModelForCausalLM.from_pretrained(bench.model_dir, dtype=torch.float32)
-    spec = dataclasses.replace(bench.spec, train=dataclasses.replace(bench.spec.train, max_steps=steps))
+    model, spec = fresh_model(bench, steps)
     config = rl_config(spec, str(bench.work_dir / "out"), save_strategy="no")
     trainer = GRPOTrainer(
         model=model,
@@ -261,18 +239,18 @@ def make_trainer(bench: Bench, steps: int, reward: Callable[..., list[float]], c
     return trainer
 
 
-def healer_reward(bench: Bench) -> Callable[..., list[float]]:
+def healer_reward(bench: GRPOBench) -> Callable[..., list[float]]:
     from healer.train.rl import reward_functions
 
     (reward,) = reward_functions(bench.spec, bench.task, bench.examples)
     return reward
 
 
-def train_once(bench: Bench, steps: int, healer: bool) -> Repetition:
+def train_once(bench: GRPOBench, steps: int, healer: bool) -> GRPORepetition:
     """One fresh model and trainer; only trainer.train() is timed."""
     from healer.train.callbacks import StoreCallback
 
-    timer = StepTimer()
+    timer = LoggedStepTimer()
     callbacks: list[Any] = [timer]
     run_id = None
     if healer:
@@ -287,22 +265,18 @@ def train_once(bench: Bench, steps: int, healer: bool) -> Repetition:
                 bench.sample_batch.update(prompts=prompts, completions=completions, example=example)
             return plain(prompts, completions, example, **kwargs)
 
-    trainer = make_trainer(bench, steps, reward, callbacks)
-
-    start = time.perf_counter()
-    trainer.train()
-    elapsed = time.perf_counter() - start
+    elapsed = timed_train(make_trainer(bench, steps, reward, callbacks))
 
     if healer and not bench.sample_log and timer.logs:
         last = timer.logs[-1]
         bench.sample_log.update(
             {k: float(v) for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         )
-    rows = len(bench.store.metrics(run_id)) if run_id is not None else 0
-    return Repetition(healer, steps, elapsed, timer.periods(), timer.lengths(), rows)
+    rows = metric_rows(bench.store, run_id)
+    return GRPORepetition(healer, steps, elapsed, timer.periods(), rows, lengths=timer.lengths())
 
 
-def train_interleaved(bench: Bench, steps: int) -> Interleaved:
+def train_interleaved(bench: GRPOBench, steps: int) -> Interleaved:
     """Two trainers, healer active on every other step, on the odd steps in one and the even steps in the other.
 
     Both rewards pay the same, so both trainers sample the same completions at every step: each step's work is
@@ -322,10 +296,10 @@ def train_interleaved(bench: Bench, steps: int) -> Interleaved:
         alternating = EveryOtherStep(
             bare_reward(bench.task, bench.examples), healer_reward(bench), store_cb, healer_first
         )
-        timer = StepTimer()
+        timer = LoggedStepTimer()
         make_trainer(bench, steps, alternating, [alternating, timer]).train()
-        healer_periods += alternating.periods(healer=True)
-        bare_periods += alternating.periods(healer=False)
+        healer_periods += alternating.periods_of(healer=True)
+        bare_periods += alternating.periods_of(healer=False)
         ratios = alternating.local_ratios()
         local_ratios += ratios
         cpu_ratios += alternating.local_ratios(cpu=True)
@@ -335,7 +309,7 @@ def train_interleaved(bench: Bench, steps: int) -> Interleaved:
     return Interleaved(healer_periods, bare_periods, local_ratios, cpu_ratios, phase_overheads, same)
 
 
-def time_rewards(bench: Bench, calls: int) -> tuple[float, float]:
+def time_rewards(bench: GRPOBench, calls: int) -> tuple[float, float]:
     """Median ms of one call of healer's reward and of the bare one on the same real batch of completions.
 
     Healer's reward is built afresh for every call (its Scorer caches the last batch), with a log_metric that
@@ -360,22 +334,17 @@ def time_rewards(bench: Bench, calls: int) -> tuple[float, float]:
         start = time.perf_counter()
         bare(**batch)
         bare_times.append(time.perf_counter() - start)
-    return statistics.median(healer_times) * 1000, statistics.median(bare_times) * 1000
+    return median_ms(healer_times), median_ms(bare_times)
 
 
-def time_log_metrics(store: Store, metrics: dict[str, float], calls: int) -> float:
-    """Median wall time of one Store.log_metrics call with a real GRPO log, in ms (a fresh step every call)."""
-    run_id = store.create_run(kind="rl", method="grpo", name="bench-log-metrics", spec={}).id
-    times = []
-    for step in range(1, calls + 1):
-        start = time.perf_counter()
-        store.log_metrics(run_id, step, metrics)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+def progress(rep: GRPORepetition) -> str:
+    """A timed repetition's line as it ends: its variant, steps/s and median step."""
+    label = "healer" if rep.healer else "bare  "
+    return f"{label}: {rep.steps_per_s:6.3f} steps/s, median step {rep.median_step_ms:7.2f} ms"
 
 
 def report(
-    reps: list[Repetition],
+    reps: list[GRPORepetition],
     interleaved: Interleaved,
     rewards_ms: tuple[float, float],
     log_metrics_ms: float,
@@ -383,8 +352,7 @@ def report(
     batch_size: int,
     calls: int,
 ) -> None:
-    bare = [r for r in reps if not r.healer]
-    healer = [r for r in reps if r.healer]
+    bare, healer = variants(reps)
 
     print("\nrepetitions (in run order):")
     for i, r in enumerate(reps, 1):
@@ -397,18 +365,18 @@ def report(
     same = all(a.lengths == b.lengths for a, b in zip(bare, healer, strict=True))
     print(f"  same completion lengths, step by step, in both variants: {'yes' if same else 'NO'}")
 
-    step_bare = statistics.median(p for r in bare for p in r.step_periods) * 1000
-    step_healer = statistics.median(p for r in healer for p in r.step_periods) * 1000
+    step_bare = pooled_step_ms(bare)
+    step_healer = pooled_step_ms(healer)
     ratio = step_healer / step_bare  # healer/bare step period = bare/healer steps/s
     pair_overheads = [(b.median_step_ms / a.median_step_ms - 1) * 100 for a, b in zip(bare, healer, strict=True)]
     print("\nstep period (median over all steps of a variant):")
     print(f"  bare TRL: {step_bare:8.2f} ms a step = {1000 / step_bare:6.3f} steps/s")
     print(f"  healer:   {step_healer:8.2f} ms a step = {1000 / step_healer:6.3f} steps/s")
     print(f"  ratio healer/bare (step period): {ratio:.4f}  (overhead {(ratio - 1) * 100:+.2f} %)")
-    print(f"  per-pair overhead (noise): {', '.join(f'{o:+.1f}' for o in pair_overheads)} %")
+    print(f"  per-pair overhead (noise): {percents(pair_overheads)} %")
 
-    sps_bare = statistics.median(r.steps_per_s for r in bare)
-    sps_healer = statistics.median(r.steps_per_s for r in healer)
+    sps_bare = median_steps_per_s(bare)
+    sps_healer = median_steps_per_s(healer)
     loop_ratio = sps_bare / sps_healer
     print("\ntrain loop (steps / trainer.train() wall time, median over repetitions):")
     print(f"  bare TRL: {sps_bare:6.3f} steps/s")
@@ -449,7 +417,7 @@ def report(
         f"  ratio healer/bare (step period), healer step over its 2 bare neighbours, median of "
         f"{len(interleaved.local_ratios)}: {local_ratio:.4f}  (overhead {overhead:+.2f} %)"
     )
-    print(f"  per-phase overhead (noise): {', '.join(f'{o:+.1f}' for o in interleaved.phase_overheads)} %")
+    print(f"  per-phase overhead (noise): {percents(interleaved.phase_overheads)} %")
     cpu_ratio = statistics.median(interleaved.cpu_ratios)
     print(
         f"  the same in CPU time of the process (blind to other processes; the store's WAL commits do not fsync): "
@@ -486,20 +454,12 @@ def main() -> None:
             "--steps and --interleaved-steps >= 3"
         )
 
-    torch.set_num_threads(args.threads)
-    import transformers
-
-    from healer.train.sft import quiet_progress_bars
-
-    quiet_progress_bars()
-    transformers.utils.logging.set_verbosity_error()
+    quiet_setup(args.threads)
     # TRL 1.16 reads a property transformers 5.24 deprecated; nothing to act on (as in healer/train/rl.py).
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="healer-bench-") as tmp:
-        work_dir = Path(tmp)
-        os.environ["HEALER_HOME"] = str(work_dir / "home")  # the preset's {home} resolves here, never the user's
+    with work_dir() as tmp:
+        os.environ["HEALER_HOME"] = str(tmp / "home")  # the preset's {home} resolves here, never the user's
         os.environ.pop("HEALER_DB", None)
 
         from healer.tasks import make_task
@@ -507,15 +467,15 @@ def main() -> None:
         from healer.train.rl import rl_dataset
         from healer.train.tiny import save_tiny
 
-        model_dir = save_tiny(work_dir / "tiny", "tiny")
+        model_dir = save_tiny(tmp / "tiny", "tiny")
         spec = bench_spec(args.steps, args.batch_size, args.completion_length)
         if spec.train.batch_size % spec.rl.num_generations:
             parser.error(f"--batch-size must be a multiple of num_generations ({spec.rl.num_generations})")
         dataset, examples = rl_dataset(spec)
-        with Store(work_dir / "healer.db") as store:
-            bench = Bench(
+        with Store(tmp / "healer.db") as store:
+            bench = GRPOBench(
                 model_dir=model_dir,
-                work_dir=work_dir,
+                work_dir=tmp,
                 spec=spec,
                 tokenizer=load_tokenizer(str(model_dir), spec),
                 dataset=dataset,
@@ -530,28 +490,12 @@ def main() -> None:
                 f"{args.pairs} pairs x {args.steps} steps, {len(dataset)} prompts"
             )
 
-            print(f"warm-up pair ({args.warmup_steps} steps each, discarded) ...", flush=True)
-            train_once(bench, args.warmup_steps, healer=False)
-            train_once(bench, args.warmup_steps, healer=True)
-
-            reps: list[Repetition] = []
-            for pair in range(args.pairs):
-                # AB, BA, AB, ...: a slow drift of the machine cancels out over an even number of pairs.
-                order = (False, True) if pair % 2 == 0 else (True, False)
-                for healer in order:
-                    rep = train_once(bench, args.steps, healer)
-                    reps.append(rep)
-                    label = "healer" if healer else "bare  "
-                    print(
-                        f"  pair {pair + 1}/{args.pairs} {label}: {rep.steps_per_s:6.3f} steps/s, "
-                        f"median step {rep.median_step_ms:7.2f} ms",
-                        flush=True,
-                    )
+            reps = run_pairs(args, partial(train_once, bench), progress)
 
             print(f"interleaved trainers (2 x {args.interleaved_steps} steps) ...", flush=True)
             interleaved = train_interleaved(bench, args.interleaved_steps)
             rewards_ms = time_rewards(bench, args.calls)
-            log_metrics_ms = time_log_metrics(store, bench.sample_log, args.calls)
+            log_metrics_ms = time_log_metrics(store, bench.sample_log, args.calls, kind="rl", method="grpo")
             report(
                 reps,
                 interleaved,
@@ -561,7 +505,6 @@ def main() -> None:
                 len(bench.sample_batch["completions"]),
                 args.calls,
             )
-    print(f"total time {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":
