@@ -84,9 +84,11 @@ def ls(json_out: JsonOption = False) -> None:
     if json_out:
         print_json(rows)
         return
-    loss = {r.id: store.last_metrics(r.id).get("loss") for r in runs}
+    last = {r.id: store.last_metrics(r.id) for r in runs}
+    loss = {run_id: metrics.get("loss") for run_id, metrics in last.items()}
+    reward = {run_id: metrics.get("reward") for run_id, metrics in last.items()}
     print_table(
-        ["id", "name", "kind", "status", "step", "loss", "parent", "created"],
+        ["id", "name", "kind", "status", "step", "loss", "reward", "parent", "created"],
         [
             [
                 r["id"],
@@ -95,6 +97,7 @@ def ls(json_out: JsonOption = False) -> None:
                 r["status"],
                 f"{r['step'] or 0}/{r['total_steps'] or '?'}",
                 fmt(loss[r["id"]].value if loss[r["id"]] else None),
+                fmt(reward[r["id"]].value if reward[r["id"]] else None),
                 _parent(r),
                 r["created_at"],
             ]
