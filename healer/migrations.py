@@ -117,3 +117,21 @@ def _0002(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX eval_samples_eval ON eval_samples(eval_id, idx)")
+
+
+@MIGRATIONS(name="0003_queue")
+def _0003(db: Database) -> None:
+    """The queue lives in the runs table: a run with queued = 1 waits for a worker, not for `healer run`."""
+    for column in (
+        "queued INTEGER NOT NULL DEFAULT 0",  # 1: for a worker to claim (healer queue add); 0: `healer run`
+        "priority INTEGER NOT NULL DEFAULT 0",  # higher first, then oldest first
+        "gpus INTEGER",  # GPUs asked for; NULL = the worker's default (1 on a GPU box, else 0)
+        "after_run INTEGER REFERENCES runs(id)",  # start only once this run is done
+        "start_ref TEXT",  # --from as given (RUN@peak-ood); resolved when a worker claims the run
+        "worker TEXT",  # host:pid of the worker that claimed it
+        "assigned_gpus TEXT",  # the CUDA_VISIBLE_DEVICES it was started with
+        "attempts INTEGER NOT NULL DEFAULT 0",  # times a worker started it (retry starts it again)
+    ):
+        db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+    db.execute("CREATE INDEX runs_queue ON runs(queued, status, priority)")
+    db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")  # queue.paused, ...

@@ -10,7 +10,7 @@ from healer.errors import HealerError
 from healer.evals import PEAK_RULES, find_peaks
 from healer.store import Run, Store
 
-NAMED = ("last", *PEAK_RULES)
+NAMED = tuple(dict.fromkeys(("last", *PEAK_RULES)))
 
 
 @dataclass(frozen=True)

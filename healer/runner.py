@@ -44,11 +44,11 @@ def create_run(store: Store, preset: Preset, *, parent_run: int | None = None, p
     return store.run(run.id)
 
 
-def launch(store: Store, run: Run) -> subprocess.Popen[bytes]:
+def launch(store: Store, run: Run, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start `python -m healer.train RUN_ID` in a new session, stdout and stderr into the run's log file."""
     assert run.out_dir and run.log_path
     Path(run.out_dir).mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HEALER_DB": str(store.path), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **(env or {}), "HEALER_DB": str(store.path), "PYTHONUNBUFFERED": "1"}
     with open(run.log_path, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "healer.train", str(run.id)],
@@ -105,6 +105,8 @@ def reap_dead(store: Store) -> list[int]:
     """Mark runs whose process is gone as failed, so that no run shows as running forever."""
     host, now, reaped = socket.gethostname(), time.time(), []
     for run in store.runs(status=[Status.RUNNING]):
+        if run.host == host and run.pid is None and _worker_alive(run.worker):
+            continue  # claimed a moment ago; its worker is starting it
         if run.host == host:
             dead = run.pid is None or not _is_run_process(run.pid, run.id)
             why = f"process {run.pid} is gone (killed or crashed)"
@@ -115,6 +117,14 @@ def reap_dead(store: Store) -> list[int]:
             store.finish_run(run.id, Status.FAILED, exit_code=None, reason=f"{why}; {tail_reason(run.log_path)}")
             reaped.append(run.id)
     return reaped
+
+
+def _worker_alive(worker: str | None) -> bool:
+    """Whether the worker `host:pid` that claimed a run is alive on this host."""
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and pid_alive(int(pid))
 
 
 def _is_run_process(pid: int, run_id: int) -> bool:

@@ -64,6 +64,14 @@ class Run:
     total_steps: int | None = None
     healer_version: str | None = None
     git_commit: str | None = None
+    queued: int = 0
+    priority: int = 0
+    gpus: int | None = None
+    after_run: int | None = None
+    start_ref: str | None = None
+    worker: str | None = None
+    assigned_gpus: str | None = None
+    attempts: int = 0
 
     @property
     def spec_dict(self) -> dict[str, Any]:
@@ -250,6 +258,65 @@ class Store:
                 "UPDATE runs SET status = ?, exit_code = ?, reason = ?, finished_at = ? "
                 "WHERE id = ? AND status NOT IN ('done', 'failed', 'cancelled')",
                 [status.value, exit_code, reason, utcnow(), run_id],
+            )
+
+    # -- the queue ------------------------------------------------------------------------------
+
+    def queued_runs(self) -> list[Run]:
+        """Runs waiting for a worker, in the order workers take them: priority, then age."""
+        rows = self.conn.execute(
+            "SELECT * FROM runs WHERE queued = 1 AND status = 'queued' ORDER BY priority DESC, id"
+        ).fetchall()
+        return [_row(Run, r) for r in rows]
+
+    def queue_runs(self) -> list[Run]:
+        """Every run that went through the queue (waiting, running or finished), oldest first."""
+        rows = self.conn.execute("SELECT * FROM runs WHERE queued = 1 ORDER BY id").fetchall()
+        return [_row(Run, r) for r in rows]
+
+    def claim(self, run_id: int, *, worker: str, host: str, **columns: Any) -> bool:
+        """Take a queued run for a worker: one conditional UPDATE, so two workers never both get it."""
+        assignments = "".join(f", {name} = ?" for name in columns)
+        with self.db.atomic():
+            cursor = self.conn.execute(
+                "UPDATE runs SET status = 'running', worker = ?, host = ?, pid = NULL, heartbeat = ?, "
+                f"attempts = attempts + 1{assignments} WHERE id = ? AND queued = 1 AND status = 'queued'",
+                [worker, host, time.time(), *columns.values(), run_id],
+            )
+        return cursor.rowcount == 1
+
+    def requeue(self, run_id: int) -> None:
+        """Put a finished run back in the queue (retry), keeping its id, checkpoints and metrics."""
+        self.update_run(run_id, status=Status.QUEUED.value, queued=1, finished_at=None, exit_code=None,
+                        reason=None, pid=None, worker=None, assigned_gpus=None)  # fmt: skip
+
+    def delete_run(self, run_id: int) -> None:
+        """Remove a run that never started (it has no checkpoints, metrics or children)."""
+        with self.db.atomic():
+            self.conn.execute(  # finished runs that were to run after it keep their record, not the link
+                "UPDATE runs SET after_run = NULL WHERE after_run = ? AND status IN ('done', 'failed', 'cancelled')",
+                [run_id],
+            )
+            self.conn.execute("DELETE FROM runs WHERE id = ? AND status = 'queued'", [run_id])
+
+    def setting(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        return default if row is None else row[0]
+
+    def settings(self, prefix: str = "") -> dict[str, str]:
+        rows = self.conn.execute("SELECT key, value FROM settings WHERE key LIKE ? ORDER BY key", [prefix + "%"])
+        return {k: v for k, v in rows.fetchall()}
+
+    def delete_setting(self, key: str) -> None:
+        with self.db.atomic():
+            self.conn.execute("DELETE FROM settings WHERE key = ?", [key])
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.db.atomic():
+            self.conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
             )
 
     # -- checkpoints ------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def test_references_resolve(run_with_evals: tuple[Store, int], tmp_path: Path) -
     ("ref", "message"),
     [
         ("1@15", "run 1 has no checkpoint at step 15; its checkpoints: 10, 20, 30, 40"),
-        ("1@best", "use a step number or one of last, peak-ood, best-id, last, loss-pick"),
+        ("1@best", "use a step number or one of last, peak-ood, best-id, loss-pick"),
         ("9@last", "no run with id 9"),
     ],
 )

@@ -312,7 +312,8 @@ def test_the_reward_table_is_applied_as_written(reward: RewardSpec, completion: 
         return
     used = Counter(parse(completion).numbers)
     offences = sum(((used - Counter([3, 3, 8, 8])) + (Counter([3, 3, 8, 8]) - used)).values())
-    assert offences > 0 and score.reward == pytest.approx(reward.wrong_numbers * offences)
+    charged = offences if reward.per_offence else 1  # per offending number (the paper's penalty), or once
+    assert offences > 0 and score.reward == pytest.approx(reward.wrong_numbers * charged)
 
 
 def test_partial_needs_an_unparseable_prefix_of_a_known_solution() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from healer import __version__
-from healer.cli import db, demo, evaluate, heal, model, presets, runs, task
+from healer.cli import db, demo, evaluate, heal, model, presets, queue, runs, task
 from healer.cli.common import App
 
 PITCH = "Run, measure and steer SFT then RL post-training; every number lands in one SQLite file."
@@ -41,6 +41,7 @@ demo.register(app)
 task.register(app)
 evaluate.register(app)
 heal.register(app)
+queue.register(app)
 app.add_typer(presets.app, name="presets")
 app.add_typer(model.app, name="model")
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from healer import heal as sweep
+from healer import queue
 from healer.cli.common import App, err, open_store, out, print_json, print_table
 from healer.cli.runs import start_run
 from healer.errors import HealerError
@@ -31,6 +32,10 @@ def heal(
     report_only: Annotated[
         bool, typer.Option("--report", help="run nothing: print the table for the RL runs already started from it")
     ] = False,
+    to_queue: Annotated[
+        bool, typer.Option("--queue", help="queue the RL runs for `healer worker` instead of running them now")
+    ] = False,
+    priority: Annotated[int, typer.Option(help="--queue: the runs' priority")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="echo each RL run's log")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
@@ -51,6 +56,14 @@ def heal(
         raise HealerError(f"{loaded.path}: method = {loaded.spec.method!r}; heal runs RL, so the preset needs "
                           f"method = {' or '.join(map(repr, RL_METHODS))}")  # fmt: skip
     starts = sweep.choose_starts(store, sft, at=at, around=around, count=count, steps=steps)
+    if to_queue:
+        queued = queue_sweep(store, sft, loaded, starts, priority)
+        if json_out:
+            print_json([queue.queue_row(store, r) for r in queued])
+        else:
+            out.print(f"queued runs {', '.join(str(r.id) for r in queued)}; `healer heal {sft.id} --report` "
+                      "prints the table once they are done", markup=False)  # fmt: skip
+        return
     finished = run_sweep(store, sft, loaded, starts, echo=sys.stderr if verbose else None)
     print_heal_table(sweep.heal_rows(store, sft, finished), sft, json_out)
     statuses = {Status(r.status) for r in finished}
@@ -65,8 +78,7 @@ def run_sweep(store: Store, sft: Run, preset: Preset, starts: list[sweep.Start],
     finished: list[Run] = []
     for i, start in enumerate(starts, 1):
         labels = f" ({', '.join(start.labels)})" if start.labels else ""
-        named = dataclasses.replace(preset.spec, name=f"{preset.spec.name}-from-{start.step}")
-        created = start_run(store, dataclasses.replace(preset, spec=named), f"{sft.id}@{start.step}")
+        created = start_run(store, _named(preset, start), f"{sft.id}@{start.step}")
         err.print(f"heal {i}/{len(starts)}: run {created.id} {created.name} from run {sft.id}@{start.step}{labels}; "
                   f"log: {created.log_path}", markup=False)  # fmt: skip
         run = run_foreground(store, created, echo=echo)
@@ -77,6 +89,19 @@ def run_sweep(store: Store, sft: Run, preset: Preset, starts: list[sweep.Start],
             err.print("heal: cancelled; the remaining start points were not run", markup=False)
             break
     return finished
+
+
+def queue_sweep(store: Store, sft: Run, preset: Preset, starts: list[sweep.Start], priority: int) -> list[Run]:
+    """One queued RL run per start point, each waiting for nothing: its checkpoint exists already."""
+    for start in starts:
+        check_startable(start.ref)
+    return [queue.add(store, _named(preset, start), start=f"{sft.id}@{start.step}", priority=priority)
+            for start in starts]  # fmt: skip
+
+
+def _named(preset: Preset, start: sweep.Start) -> Preset:
+    spec = dataclasses.replace(preset.spec, name=f"{preset.spec.name}-from-{start.step}")
+    return dataclasses.replace(preset, spec=spec)
 
 
 def print_heal_table(rows: list[dict[str, Any]], sft: Run, json_out: bool = False) -> None:

@@ -26,7 +26,7 @@ def run(run: Run, spec: RunSpec, store: Store) -> None:
     import trl
 
     from healer.train.loading import ensure_model, load_start_model, load_tokenizer
-    from healer.train.sft import lora_config, quiet_progress_bars, training_callbacks
+    from healer.train.sft import lora_config, quiet_progress_bars, resume_checkpoint, training_callbacks
 
     quiet_progress_bars()
     # TRL 1.16 reads a property transformers 5.24 deprecated, once per save; nothing a user can act on.
@@ -45,7 +45,7 @@ def run(run: Run, spec: RunSpec, store: Store) -> None:
         peft_config=lora_config(spec),
         callbacks=training_callbacks(store, run, spec, tokenizer),
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_checkpoint(store, run))
 
 
 def rl_config(spec: RunSpec, output_dir: str, **overrides: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from healer.presets import RunSpec
@@ -26,7 +27,19 @@ def run(run: Run, spec: RunSpec, store: Store) -> None:
         peft_config=lora_config(spec),
         callbacks=training_callbacks(store, run, spec, tokenizer),
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume_checkpoint(store, run))
+
+
+def resume_checkpoint(store: Store, run: Run) -> str | None:
+    """On a retry, the run's last checkpoint that holds the trainer state, to continue from; else None."""
+    if run.attempts <= 1:
+        return None
+    for checkpoint in reversed(store.checkpoints(run.id)):
+        if (Path(checkpoint.path) / "trainer_state.json").exists():
+            print(f"healer: attempt {run.attempts}: resuming from {checkpoint.path}", flush=True)
+            return checkpoint.path
+    print(f"healer: attempt {run.attempts}: no checkpoint to resume from; starting over", flush=True)
+    return None
 
 
 def training_callbacks(store: Store, run: Run, spec: RunSpec, tokenizer: Any) -> list[Any]:

@@ -1,0 +1,255 @@
+"""`healer queue ...` and `healer worker`: queue runs headless and have a worker run them, pueue-style."""
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from healer import queue
+from healer.cli.common import App, err, open_store, out, print_json, print_table
+from healer.errors import HealerError
+from healer.presets import load_preset
+from healer.runner import CANCEL_GRACE_S, reap_dead
+from healer.store import FINISHED, Run, Status, Store, pid_alive
+
+app = App(help="Queue runs for a worker: add, ls, cancel, retry, logs, pause, resume, rm.")
+RunArgument = Annotated[str, typer.Argument(help="run id or name")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+@app.command("add")
+def add(
+    preset: Annotated[str, typer.Argument(help="preset file or name")],
+    start: Annotated[
+        str | None, typer.Option("--from", help="start from RUN@STEP (waits for it), RUN@peak-ood|last (waits for RUN)")
+    ] = None,
+    after: Annotated[str | None, typer.Option(help="start only after this run is done")] = None,
+    priority: Annotated[int, typer.Option(help="higher runs first; ties go oldest first")] = 0,
+    gpus: Annotated[int | None, typer.Option(help="GPUs for the run (default: 1 on a GPU box, 0 on CPU)")] = None,
+    name: Annotated[str | None, typer.Option(help="run name (default: the preset's)")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", "-s", help="override a preset key")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Queue a run; the preset and every reference are checked now."""
+    loaded = queue.replace_spec_name(load_preset(preset, overrides or []), name)
+    store = open_store()
+    run = queue.add(store, loaded, start=start, after=after, priority=priority, gpus=gpus)
+    if json_out:
+        print_json(queue.queue_row(store, run))
+        return
+    waiting = queue.wait_for(store, run)
+    out.print(f"queued run {run.id} ({run.name})" + (f"; waits for {waiting.reason}" if waiting else ""),
+              markup=False)  # fmt: skip
+    if not _worker_hint(store):
+        err.print("no worker is running; start one with `healer worker` (see `healer worker --help`)", markup=False)
+
+
+def _worker_hint(store: Store) -> bool:
+    """Whether a worker polled the queue in the last 30 seconds."""
+    from healer.worker import WORKER_PREFIX
+
+    return any(time.time() - float(t) < 30 for t in store.settings(WORKER_PREFIX).values())
+
+
+@app.command("ls")
+def ls(json_out: JsonOption = False) -> None:
+    """The queue: waiting, running and finished runs with GPUs, progress, elapsed time, ETA and what they wait for."""
+    store = open_store()
+    reap_dead(store)
+    rows = [queue.queue_row(store, r) for r in store.queue_runs()]
+    if json_out:
+        print_json(rows)
+        return
+    if queue.paused(store):
+        err.print("the queue is paused: workers start nothing new (`healer queue resume`)", markup=False)
+    if not rows:
+        err.print("the queue is empty; add runs with `healer queue add PRESET`", markup=False)
+        return
+    print_table(
+        ["id", "name", "status", "prio", "gpus", "step", "elapsed", "eta", "from", "note"],
+        [[r["id"], r["name"], r["status"], r["priority"], r["assigned_gpus"] or _gpus(r["gpus"]),
+          f"{r['step'] or 0}/{r['total_steps'] or '?'}", _duration(r["elapsed_s"]), _duration(r["eta_s"]),
+          _from(r), r["waiting_for"] or r["reason"] or ""] for r in rows],
+    )  # fmt: skip
+
+
+def _gpus(wanted: int | None) -> str:
+    return "auto" if wanted is None else str(wanted)
+
+
+def _from(row: dict) -> str:
+    if row["parent_run"] is not None and row["parent_step"] is not None:
+        return f"{row['parent_run']}@{row['parent_step']}"
+    parts = [row["start_ref"] or "", f"after {row['after_run']}" if row["after_run"] else ""]
+    return " ".join(p for p in parts if p)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
+
+
+@app.command("cancel")
+def cancel(
+    ref: RunArgument,
+    grace: Annotated[float, typer.Option(help="seconds between SIGTERM and SIGKILL")] = CANCEL_GRACE_S,
+) -> None:
+    """Cancel a waiting run, or stop a running one: SIGTERM, then SIGKILL after the grace period."""
+    store = open_store()
+    run = store.find_run(ref)
+    if run.status in FINISHED:
+        raise HealerError(f"run {run.id} already {run.status}; nothing to cancel")
+    if run.status == Status.QUEUED:
+        store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="cancelled before it started")
+        out.print(f"run {run.id} cancelled before it started", markup=False)
+        return
+    if run.pid is None or not pid_alive(run.pid):
+        reap_dead(store)
+        run = store.run(run.id)
+        if run.status in FINISHED:
+            out.print(f"run {run.id} had already ended: {run.status}", markup=False)
+            return
+        raise HealerError(f"run {run.id} is starting; try again in a moment")
+    stop_process_group(run, grace)
+    store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="cancelled (healer queue cancel)")
+    out.print(f"run {run.id} {store.run(run.id).status}", markup=False)
+
+
+def stop_process_group(run: Run, grace: float) -> None:
+    """SIGTERM to the run's process group (a run is its own session), SIGKILL if it outlives the grace period."""
+    assert run.pid is not None
+    try:
+        os.killpg(run.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not pid_alive(run.pid):
+            return
+        time.sleep(0.2)
+    err.print(f"run {run.id} did not stop within {grace:g} s; killing it", markup=False)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(run.pid, signal.SIGKILL)
+
+
+@app.command("retry")
+def retry(ref: RunArgument) -> None:
+    """Queue a failed or cancelled run again under the same id; it resumes from its last checkpoint."""
+    store = open_store()
+    reap_dead(store)
+    run = store.find_run(ref)
+    if run.status not in (Status.FAILED, Status.CANCELLED):
+        raise HealerError(f"run {run.id} is {run.status}; only failed or cancelled runs can be retried")
+    store.requeue(run.id)
+    last = store.checkpoints(run.id)
+    resume = f"; it resumes from step {last[-1].step}" if last else "; it has no checkpoint, so it starts over"
+    out.print(f"run {run.id} queued again{resume}", markup=False)
+
+
+@app.command("logs")
+def logs(
+    ref: RunArgument,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing until the run ends")] = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", help="lines from the end to start with (0: all)")] = 40,
+) -> None:
+    """Print a run's log; -f follows it while the run runs."""
+    store = open_store()
+    run = store.find_run(ref)
+    path = Path(run.log_path or "")
+    if (not run.log_path or not path.exists()) and not follow:
+        raise HealerError(f"run {run.id} has no log yet ({run.status})")
+    offset = 0
+    if path.exists():
+        text = path.read_text(errors="replace")
+        tail = text.splitlines(keepends=True)[-lines:] if lines else [text]
+        sys.stdout.write("".join(tail))
+        offset = len(text.encode(errors="replace"))
+    while follow:
+        run = store.run(run.id)
+        if path.exists():
+            with open(path, "rb") as log:
+                log.seek(offset)
+                chunk = log.read()
+            offset += len(chunk)
+            sys.stdout.write(chunk.decode(errors="replace"))
+            sys.stdout.flush()
+        if run.status in FINISHED or (run.status == Status.RUNNING and reap_dead(store)):
+            break
+        time.sleep(0.5)
+
+
+@app.command("pause")
+def pause() -> None:
+    """Workers start nothing new until `healer queue resume`; running runs go on."""
+    open_store().set_setting(queue.PAUSED, "1")
+    out.print("queue paused")
+
+
+@app.command("resume")
+def resume() -> None:
+    """Workers start queued runs again."""
+    open_store().set_setting(queue.PAUSED, "0")
+    out.print("queue resumed")
+
+
+@app.command("rm")
+def rm(ref: RunArgument) -> None:
+    """Remove a run that has not started; a finished run leaves the queue list but keeps its data."""
+    store = open_store()
+    run = store.find_run(ref)
+    if run.status == Status.RUNNING:
+        raise HealerError(f"run {run.id} is running; `healer queue cancel {run.id}` first")
+    waiting_on_it = [r.id for r in store.queued_runs() if run.id in (r.after_run, _start_run(r))]
+    if waiting_on_it:
+        raise HealerError(f"runs {', '.join(map(str, waiting_on_it))} wait for run {run.id}; remove them first")
+    if run.status == Status.QUEUED:
+        store.delete_run(run.id)
+        out.print(f"run {run.id} removed", markup=False)
+    else:
+        store.update_run(run.id, queued=0)
+        out.print(f"run {run.id} ({run.status}) left the queue; `healer runs show {run.id}` still has it", markup=False)
+
+
+def _start_run(run: Run) -> int | None:
+    if run.start_ref and "@" in run.start_ref:
+        return int(run.start_ref.split("@")[0])
+    return None
+
+
+def worker(
+    gpus: Annotated[str, typer.Option(help="auto (every GPU nvidia-smi lists), none, or indices such as 0,1")] = "auto",
+    max_parallel: Annotated[
+        int | None, typer.Option(help="runs at once (default: one per GPU, or 1 on a CPU-only machine)")
+    ] = None,
+    exit_when_idle: Annotated[bool, typer.Option(help="exit once nothing is queued or running")] = False,
+) -> None:
+    """Run queued runs: claim those whose dependencies are met, one subprocess each, on free GPUs.
+
+    It keeps running after you log out when started with `nohup healer worker > worker.log 2>&1 &`, inside tmux,
+    or as a systemd --user service. Stopping it (Ctrl-C, SIGTERM) leaves running runs running.
+    """
+    from healer.worker import Worker, parse_gpus
+
+    store = open_store()
+    pool = parse_gpus(gpus)
+    parallel = max_parallel if max_parallel is not None else max(1, len(pool))
+    if parallel < 1:
+        raise HealerError("--max-parallel must be at least 1")
+
+    def say(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    raise typer.Exit(Worker(store, pool, parallel, exit_when_idle=exit_when_idle, say=say).run())
+
+
+def register(root: App) -> None:
+    root.add_typer(app, name="queue")
+    root.command("worker")(worker)

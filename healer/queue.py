@@ -1,0 +1,169 @@
+"""The queue: runs added for a worker, what each waits for, and how a worker takes one.
+
+A queued run is a row of `runs` with `queued = 1` and status `queued`. It may wait for another run to finish
+(`--after RUN`) and for the checkpoint it starts from (`--from RUN@STEP` waits for that checkpoint to exist;
+`--from RUN@peak-ood`, `@best-id`, `@loss-pick` and `@last` wait until RUN is done, then pick). A run whose
+dependency failed or was cancelled fails too, with the reason named, as pueue does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from healer.errors import HealerError
+from healer.presets import Preset
+from healer.refs import NAMED, CheckpointRef, check_startable, resolve_checkpoint
+from healer.runner import create_run
+from healer.store import FINISHED, Run, Status, Store
+
+PAUSED = "queue.paused"
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Why a queued run cannot start yet (`fatal`: and never will)."""
+
+    reason: str
+    fatal: bool = False
+
+
+def add(store: Store, preset: Preset, *, start: str | None = None, after: str | None = None, priority: int = 0,
+        gpus: int | None = None) -> Run:  # fmt: skip
+    """Queue a run; every reference is checked now, so a typo is refused here and not at 3 a.m."""
+    if gpus is not None and gpus < 0:
+        raise HealerError("--gpus must be 0 or more")
+    after_run = store.find_run(after).id if after else None
+    start_ref = check_start_ref(store, start) if start else None
+    created = create_run(store, preset, parent_run=None, parent_step=None)
+    parent = _parent_of(store, start_ref)
+    store.update_run(created.id, queued=1, priority=priority, gpus=gpus, after_run=after_run, start_ref=start_ref,
+                     parent_run=parent)  # fmt: skip
+    return store.run(created.id)
+
+
+def check_start_ref(store: Store, text: str) -> str:
+    """A --from reference as it will be resolved later: its run must exist and its selector be known."""
+    if "@" not in text:
+        ref = resolve_checkpoint(store, text)  # a directory, or a run's last checkpoint, now
+        check_startable(ref)
+        return ref.path if ref.run is None else f"{ref.run.id}@{ref.step}"
+    run_text, selector = text.rsplit("@", 1)
+    run = store.find_run(run_text)
+    if not selector.isdigit() and selector not in NAMED:
+        raise HealerError(f"--from {text}: use RUN@STEP or RUN@{'|'.join(NAMED)}")
+    if selector.isdigit() or run.status in FINISHED:
+        ready = wait_for_start(store, f"{run.id}@{selector}")
+        if ready is not None and ready.fatal:
+            raise HealerError(f"--from {text}: {ready.reason}")
+    return f"{run.id}@{selector}"
+
+
+def _parent_of(store: Store, start_ref: str | None) -> int | None:
+    if start_ref is None or "@" not in start_ref:
+        return None
+    return int(start_ref.split("@")[0])
+
+
+def wait_for(store: Store, run: Run) -> Wait | None:
+    """What a queued run waits for, or None when a worker may start it now."""
+    if run.after_run is not None:
+        dep = store.run(run.after_run)
+        if dep.status in (Status.FAILED, Status.CANCELLED):
+            return Wait(f"run {dep.id}, which it runs after, {dep.status}", fatal=True)
+        if dep.status != Status.DONE:
+            return Wait(f"run {dep.id} to finish (--after)")
+    if run.start_ref:
+        return wait_for_start(store, run.start_ref)
+    return None
+
+
+def wait_for_start(store: Store, start_ref: str) -> Wait | None:
+    if "@" not in start_ref:
+        return None if Path(start_ref).is_dir() else Wait(f"{start_ref} is gone", fatal=True)
+    run_text, selector = start_ref.rsplit("@", 1)
+    run = store.run(int(run_text))
+    if selector.isdigit():
+        step = int(selector)
+        if step == 0 or step in {c.step for c in store.checkpoints(run.id)}:
+            return _startable(store, start_ref)
+        if run.status in FINISHED:
+            return Wait(f"run {run.id} {run.status} without a checkpoint at step {step}", fatal=True)
+        return Wait(f"run {run.id} to save step {step}")
+    if run.status in (Status.FAILED, Status.CANCELLED):
+        return Wait(f"run {run.id}, whose {selector} it starts from, {run.status}", fatal=True)
+    if run.status != Status.DONE:
+        return Wait(f"run {run.id} to finish (its {selector} is picked then)")
+    return _startable(store, start_ref)
+
+
+def _startable(store: Store, start_ref: str) -> Wait | None:
+    try:
+        check_startable(resolve_checkpoint(store, start_ref))
+    except HealerError as exc:
+        return Wait(str(exc), fatal=True)
+    return None
+
+
+def resolved_start(store: Store, run: Run) -> dict[str, Any]:
+    """The columns a claimed run gets from its --from reference, picked now (the peak of a finished run, ...)."""
+    if not run.start_ref:
+        return {}
+    ref: CheckpointRef = resolve_checkpoint(store, run.start_ref)
+    check_startable(ref)
+    spec = run.spec_dict
+    spec["model"] = {**spec["model"], "path": ref.path, "build": ""}
+    return {"spec": json.dumps(spec, sort_keys=True), "model_path": ref.path,
+            "parent_run": ref.run.id if ref.run else None, "parent_step": ref.step if ref.run else None}  # fmt: skip
+
+
+def paused(store: Store) -> bool:
+    return store.setting(PAUSED, "0") == "1"
+
+
+def eta_seconds(store: Store, run: Run) -> float | None:
+    """Remaining seconds at the step rate so far (from the metrics' wall times), for a running run."""
+    if run.status != Status.RUNNING or not run.total_steps:
+        return None
+    points = sorted({m.step: m.wall_time for m in store.metrics(run.id, "learning_rate")}.items())
+    if len(points) < 2:
+        return None
+    (s0, t0), (s1, t1) = points[0], points[-1]
+    if s1 <= s0 or t1 <= t0:
+        return None
+    return (run.total_steps - s1) * (t1 - t0) / (s1 - s0)
+
+
+def elapsed_seconds(run: Run) -> float | None:
+    from datetime import datetime
+
+    if not run.started_at:
+        return None
+    start = datetime.fromisoformat(run.started_at).timestamp()
+    end = datetime.fromisoformat(run.finished_at).timestamp() if run.finished_at else time.time()
+    return max(0.0, end - start)
+
+
+def queue_row(store: Store, run: Run) -> dict[str, Any]:
+    """One run as `healer queue ls --json` prints it."""
+    waiting = wait_for(store, run) if run.status == Status.QUEUED else None
+    return {
+        "id": run.id, "name": run.name, "kind": run.kind, "method": run.method, "status": run.status,
+        "priority": run.priority, "gpus": run.gpus, "assigned_gpus": run.assigned_gpus,
+        "step": store.last_step(run.id), "total_steps": run.total_steps, "elapsed_s": elapsed_seconds(run),
+        "eta_s": eta_seconds(store, run), "parent_run": run.parent_run, "parent_step": run.parent_step,
+        "after_run": run.after_run, "start_ref": run.start_ref, "waiting_for": waiting.reason if waiting else None,
+        "attempts": run.attempts, "worker": run.worker, "exit_code": run.exit_code, "reason": run.reason,
+        "created_at": run.created_at, "started_at": run.started_at, "finished_at": run.finished_at,
+        "log_path": run.log_path,
+    }  # fmt: skip
+
+
+def replace_spec_name(preset: Preset, name: str | None) -> Preset:
+    if not name:
+        return preset
+    return dataclasses.replace(preset, spec=dataclasses.replace(preset.spec, name=name))
