@@ -39,11 +39,8 @@ def add(store: Store, preset: Preset, *, start: str | None = None, after: str | 
         raise HealerError("--gpus must be 0 or more")
     after_run = store.find_run(after).id if after else None
     start_ref = check_start_ref(store, start) if start else None
-    created = create_run(store, preset, parent_run=None, parent_step=None)
-    parent = _parent_of(store, start_ref)
-    store.update_run(created.id, queued=1, priority=priority, gpus=gpus, after_run=after_run, start_ref=start_ref,
-                     parent_run=parent)  # fmt: skip
-    return store.run(created.id)
+    return create_run(store, preset, parent_run=_parent_of(store, start_ref), parent_step=None, queued=1,
+                      priority=priority, gpus=gpus, after_run=after_run, start_ref=start_ref)  # fmt: skip
 
 
 def check_start_ref(store: Store, text: str) -> str:

@@ -11,7 +11,7 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from healer import __version__
 from healer.presets import Preset
@@ -22,8 +22,12 @@ STALE_HEARTBEAT_S = 300.0  # a run on another host with no heartbeat for this lo
 KIND_OF_METHOD = {"sft": "sft", "grpo": "rl", "rloo": "rl"}
 
 
-def create_run(store: Store, preset: Preset, *, parent_run: int | None = None, parent_step: int | None = None) -> Run:
-    """Insert a queued run for a resolved preset, with its own folder and log path beside the database."""
+def create_run(store: Store, preset: Preset, *, parent_run: int | None = None, parent_step: int | None = None,
+               **queue_columns: Any) -> Run:  # fmt: skip
+    """Insert a run for a resolved preset, with its own folder and log path beside the database.
+
+    `queue_columns` (queued=1, priority, after_run, ...) put it in the queue in the same UPDATE that gives it its
+    folder, so no worker ever sees it half made."""
     spec = preset.spec
     run = store.create_run(
         kind=KIND_OF_METHOD[spec.method],
@@ -40,7 +44,7 @@ def create_run(store: Store, preset: Preset, *, parent_run: int | None = None, p
         git_commit=git_commit(),
     )
     out_dir = store.path.parent / "runs" / f"{run.id:05d}-{_slug(spec.name)}"
-    store.update_run(run.id, out_dir=str(out_dir), log_path=str(out_dir / "run.log"))
+    store.update_run(run.id, out_dir=str(out_dir), log_path=str(out_dir / "run.log"), **queue_columns)
     return store.run(run.id)
 
 

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -111,6 +112,8 @@ def cancel(
         store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="cancelled before it started")
         out.print(f"run {run.id} cancelled before it started", markup=False)
         return
+    if run.host and run.host != socket.gethostname():
+        raise HealerError(f"run {run.id} runs on {run.host}; cancel it there (signals do not cross machines)")
     if run.pid is None or not pid_alive(run.pid):
         reap_dead(store)
         run = store.run(run.id)
