@@ -135,3 +135,10 @@ def _0003(db: Database) -> None:
         db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
     db.execute("CREATE INDEX runs_queue ON runs(queued, status, priority)")
     db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")  # queue.paused, ...
+
+
+@MIGRATIONS(name="0004_retention")
+def _0004(db: Database) -> None:
+    """train.keep = "last:N" deletes old checkpoints; their rows stay, marked, so lineage and evaluations name them."""
+    db.execute("ALTER TABLE checkpoints ADD COLUMN pruned_at TEXT")  # when its directory was deleted (train.keep)
+    db.execute("CREATE INDEX runs_eval_jobs ON runs(parent_run, kind, status)")

@@ -79,6 +79,11 @@ class TrainSpec:
     save_steps: int = opt(50, "save (and register) a checkpoint every N optimizer steps, and at the end")
     gradient_checkpointing: Literal["auto", "on", "off"] = opt("auto", "auto = on for CUDA, off on CPU")
     completion_only_loss: bool = opt(True, "loss on the completion tokens only, not the prompt")
+    keep: str = opt(
+        "all",
+        "checkpoints kept on disk: all, or last:N (the N newest plus protected ones: the OOD peak and the "
+        "other picks, RL start points, checkpoints not evaluated yet, `healer runs keep` marks)",
+    )
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,11 @@ class EvalSpec:
     temperature: float = opt(0.0, "0 = greedy decoding; above 0 samples")
     top_p: float = opt(1.0, "nucleus sampling when temperature > 0")
     loss: bool = opt(True, "also measure the loss of the reference answers (what a loss-based pick would use)")
+    jobs: Literal["auto", "queue", "inline"] = opt(
+        "auto",
+        "queue: each checkpoint enqueues an eval job for a worker, so training never waits; inline: the "
+        "training process evaluates (and pauses); auto: queue when a worker runs the run, inline under `healer run`",
+    )
 
 
 @dataclass(frozen=True)
@@ -284,6 +294,10 @@ def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
             raise HealerError(f"{source}: eval.{key} must be at least 1")
     if spec.task.eval_n < 1:
         raise HealerError(f"{source}: task.eval_n must be at least 1")
+    if keep_last(spec.train.keep, source) == 0:
+        raise HealerError(
+            f"{source}: train.keep = 'last:0' would delete the checkpoint a retry resumes from; use last:1"
+        )
     if spec.train.lr <= 0:
         raise HealerError(f"{source}: train.lr must be positive")
     if spec.task.n_train < 1:
@@ -300,6 +314,16 @@ def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
         raise HealerError(f"{source}: {exc}") from None
     model = dataclasses.replace(spec.model, path=resolve_model_path(spec.model, source))
     return dataclasses.replace(spec, model=model)
+
+
+def keep_last(keep: str, source: str = "preset") -> int | None:
+    """train.keep as a count: None for `all`, N for `last:N`."""
+    if keep == "all":
+        return None
+    match = re.fullmatch(r"last:(\d+)", keep.strip())
+    if match is None:
+        raise HealerError(f'{source}: train.keep = {keep!r}: use "all" or "last:N" (e.g. last:3)')
+    return int(match.group(1))
 
 
 RL_METHODS = ("grpo", "rloo")

@@ -22,6 +22,7 @@ from healer.runner import create_run
 from healer.store import FINISHED, Run, Status, Store
 
 PAUSED = "queue.paused"
+EVAL_PRIORITY = 1_000_000  # added to the run's priority: evaluations go before any training run
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ def wait_for_start(store: Store, start_ref: str) -> Wait | None:
         return Wait(f"run {run.id}, whose {selector} it starts from, {run.status}", fatal=True)
     if run.status != Status.DONE:
         return Wait(f"run {run.id} to finish (its {selector} is picked then)")
+    pending = [j for j in store.eval_jobs(run.id) if j.status in (Status.QUEUED, Status.RUNNING)]
+    if pending and selector != "last":
+        return Wait(f"the evaluations of run {run.id} ({len(pending)} left; its {selector} is picked then)")
     return _startable(store, start_ref)
 
 
@@ -116,6 +120,21 @@ def resolved_start(store: Store, run: Run) -> dict[str, Any]:
     spec["model"] = {**spec["model"], "path": ref.path, "build": ""}
     return {"spec": json.dumps(spec, sort_keys=True), "model_path": ref.path,
             "parent_run": ref.run.id if ref.run else None, "parent_step": ref.step if ref.run else None}  # fmt: skip
+
+
+def enqueue_eval(store: Store, run: Run, step: int, path: str) -> Run | None:
+    """Queue the ID/OOD evaluation of one of a run's checkpoints as a job for a worker (None: one is pending).
+
+    The job is a `runs` row of kind `eval` whose parent is the checkpoint (parent_run, parent_step); it writes its
+    evaluations under the training run, so they read exactly as if the training process had made them."""
+    for job in store.eval_jobs(run.id):
+        if job.parent_step == step and job.status in (Status.QUEUED, Status.RUNNING):
+            return None
+    out_dir = Path(run.out_dir or store.path.parent / "runs" / f"{run.id:05d}") / "evals"
+    return store.create_run(kind="eval", method="eval", name=f"eval {run.id}@{step}", spec=run.spec_dict,
+                            model_path=path, parent_run=run.id, parent_step=step, queued=1,
+                            priority=EVAL_PRIORITY + run.priority, out_dir=str(out_dir),
+                            log_path=str(out_dir / f"step-{step}.log"))  # fmt: skip
 
 
 def paused(store: Store) -> bool:

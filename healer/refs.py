@@ -55,6 +55,7 @@ def _select(store: Store, run: Run, selector: str) -> CheckpointRef:
         if step == 0:
             return CheckpointRef(run, 0, run.model_path or "")
         if step not in checkpoints:
+            _refuse_pruned(store, run, step)
             have = ", ".join(map(str, sorted(checkpoints))) or "none yet"
             raise HealerError(f"run {run.id} has no checkpoint at step {step}; its checkpoints: {have}")
         return _on_disk(CheckpointRef(run, step, checkpoints[step].path))
@@ -70,8 +71,16 @@ def _select(store: Store, run: Run, selector: str) -> CheckpointRef:
             raise HealerError(f"run {run.id}@{selector}: no evaluations to pick from yet; run `healer eval {run.id}`")
         step = peak.step
     if step not in checkpoints:
+        _refuse_pruned(store, run, step)
         raise HealerError(f"run {run.id}@{selector} is step {step}, whose checkpoint is not registered any more")
     return _on_disk(CheckpointRef(run, step, checkpoints[step].path))
+
+
+def _refuse_pruned(store: Store, run: Run, step: int) -> None:
+    for c in store.checkpoints(run.id, pruned=True):
+        if c.step == step and c.pruned_at:
+            raise HealerError(f"run {run.id}@{step} was pruned at {c.pruned_at} (train.keep); "
+                              f"`healer runs keep {run.id}@STEP` protects checkpoints you will need")  # fmt: skip
 
 
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "tokenizer.model", "vocab.json")

@@ -37,8 +37,14 @@ def run_detail(store: Store, run: Run) -> dict[str, Any]:
         "model_path": run.model_path,
         "spec": run.spec_dict,
         "checkpoints": [
-            {"step": c.step, "path": c.path, "protected": c.protected, "created_at": c.created_at}
-            for c in store.checkpoints(run.id)
+            {
+                "step": c.step,
+                "path": c.path,
+                "protected": c.protected,
+                "created_at": c.created_at,
+                "pruned_at": c.pruned_at,
+            }
+            for c in store.checkpoints(run.id, pruned=True)
         ],
         "evals": [eval_row(e) for e in evals],
         "peaks": peaks_report(evals),

@@ -86,6 +86,7 @@ class Checkpoint:
     path: str
     protected: bool
     created_at: str
+    pruned_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -232,7 +233,17 @@ class Store:
         return [_row(Run, r) for r in rows]
 
     def children(self, run_id: int) -> list[Run]:
-        rows = self.conn.execute("SELECT * FROM runs WHERE parent_run = ? ORDER BY id", [run_id]).fetchall()
+        """Runs started from this run's checkpoints (its evaluation jobs are not among them)."""
+        rows = self.conn.execute(
+            "SELECT * FROM runs WHERE parent_run = ? AND kind != 'eval' ORDER BY id", [run_id]
+        ).fetchall()
+        return [_row(Run, r) for r in rows]
+
+    def eval_jobs(self, run_id: int) -> list[Run]:
+        """The queued evaluation jobs of a run's checkpoints (parent_step = the step they evaluate)."""
+        rows = self.conn.execute(
+            "SELECT * FROM runs WHERE parent_run = ? AND kind = 'eval' ORDER BY id", [run_id]
+        ).fetchall()
         return [_row(Run, r) for r in rows]
 
     def mark_running(self, run_id: int, *, pid: int, host: str) -> None:
@@ -325,7 +336,7 @@ class Store:
         with self.db.atomic():
             self.conn.execute(
                 "INSERT INTO checkpoints (run_id, step, path, protected, created_at) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (run_id, step) DO UPDATE SET path = excluded.path",
+                "ON CONFLICT (run_id, step) DO UPDATE SET path = excluded.path, pruned_at = NULL",
                 [run_id, step, str(path), int(protected), utcnow()],
             )
         row = self.conn.execute("SELECT * FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
@@ -336,9 +347,25 @@ class Store:
         row = self.conn.execute("SELECT * FROM checkpoints WHERE path = ? ORDER BY id DESC LIMIT 1", [path]).fetchone()
         return None if row is None else _checkpoint(row)
 
-    def checkpoints(self, run_id: int) -> list[Checkpoint]:
-        rows = self.conn.execute("SELECT * FROM checkpoints WHERE run_id = ? ORDER BY step", [run_id]).fetchall()
+    def checkpoints(self, run_id: int, *, pruned: bool = False) -> list[Checkpoint]:
+        """A run's checkpoints on disk, in step order; `pruned=True` adds those train.keep deleted."""
+        sql = "SELECT * FROM checkpoints WHERE run_id = ?" + ("" if pruned else " AND pruned_at IS NULL")
+        rows = self.conn.execute(sql + " ORDER BY step", [run_id]).fetchall()
         return [_checkpoint(r) for r in rows]
+
+    def mark_pruned(self, run_id: int, step: int) -> None:
+        with self.db.atomic():
+            self.conn.execute(
+                "UPDATE checkpoints SET pruned_at = ? WHERE run_id = ? AND step = ?", [utcnow(), run_id, step]
+            )
+
+    def protect_checkpoint(self, run_id: int, step: int, protected: bool = True) -> bool:
+        """Mark a checkpoint as never to be pruned (or release it); False when the run has no such checkpoint."""
+        with self.db.atomic():
+            cursor = self.conn.execute(
+                "UPDATE checkpoints SET protected = ? WHERE run_id = ? AND step = ?", [int(protected), run_id, step]
+            )
+        return cursor.rowcount == 1
 
     # -- metrics ----------------------------------------------------------------------------------
 
@@ -433,6 +460,7 @@ def _checkpoint(row: sqlite3.Row) -> Checkpoint:
         path=row["path"],
         protected=bool(row["protected"]),
         created_at=row["created_at"],
+        pruned_at=row["pruned_at"],
     )
 
 

@@ -24,7 +24,11 @@ from healer.runner import launch, reap, reap_dead
 from healer.store import Run, Status, Store
 
 POLL_S = 1.0
+STAMP_S = 10.0  # how often a worker stamps its liveness row
 WORKER_PREFIX = "worker:"  # settings key of each live worker, its value the time it last polled
+EVAL_POLICIES = ("auto", "share", "wait", "cpu")
+BUSY_FRACTION = 0.1  # a GPU none of our runs uses, with more than this share of its memory taken, is someone else's
+EVAL_HEADROOM_MIB = 1024  # activations and KV cache of an evaluation, beyond its weights
 
 
 def detect_gpus() -> list[str]:
@@ -40,6 +44,32 @@ def detect_gpus() -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return [line.strip() for line in result.stdout.splitlines() if line.strip().isdigit()]
+
+
+def gpu_memory() -> dict[str, tuple[int, int]]:
+    """(used, total) MiB per GPU index from nvidia-smi; empty when it is missing or fails."""
+    if shutil.which("nvidia-smi") is None:
+        return {}
+    try:
+        query = ["nvidia-smi", "--query-gpu=index,memory.used,memory.total", "--format=csv,noheader,nounits"]
+        result = subprocess.run(query, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    memory = {}
+    for line in result.stdout.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and all(p.isdigit() for p in parts):
+            memory[parts[0]] = (int(parts[1]), int(parts[2]))
+    return memory
+
+
+def checkpoint_mib(path: str | None) -> int:
+    """Size of a checkpoint's weight files in MiB (0 for a hub id or a missing directory)."""
+    if not path or not os.path.isdir(path):
+        return 0
+    total = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)
+                if f.endswith((".safetensors", ".bin", ".pt")))  # fmt: skip
+    return total // 2**20
 
 
 def parse_gpus(text: str) -> list[str]:
@@ -59,6 +89,7 @@ class Child:
     run_id: int
     process: subprocess.Popen[bytes]
     gpus: list[str]
+    side: bool = False  # an evaluation job started beside the runs (share or cpu policy): it takes no slot
 
 
 @dataclass
@@ -68,8 +99,18 @@ class Worker:
     max_parallel: int
     exit_when_idle: bool = False
     say: Callable[[str], None] = print
+    eval_policy: str = "auto"
+    max_evals: int = 1
     children: dict[int, Child] = field(default_factory=dict)
     stopping: bool = False
+    memory: Callable[[], dict[str, tuple[int, int]]] = gpu_memory
+    _stamped: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.eval_policy not in EVAL_POLICIES:
+            raise HealerError(f"--eval-policy {self.eval_policy!r}: use one of {', '.join(EVAL_POLICIES)}")
+        if self.eval_policy == "auto":  # a GPU box shares; a CPU box evaluates between runs, not beside them
+            self.eval_policy = "share" if self.gpus else "wait"
 
     @property
     def name(self) -> str:
@@ -79,9 +120,12 @@ class Worker:
         """Claim, start and reap until stopped (SIGTERM, Ctrl-C) or, with exit_when_idle, until nothing is left."""
         self._install_signal_handlers()
         where = f"GPUs {','.join(self.gpus)}" if self.gpus else "CPU only"
-        self.say(f"worker {self.name}: {where}, at most {self.max_parallel} at once; database {self.store.path}")
+        self.say(f"worker {self.name}: {where}, at most {self.max_parallel} at once, evaluations: "
+                 f"{self.eval_policy}; database {self.store.path}")  # fmt: skip
         while not self.stopping:
-            self.store.set_setting(f"{WORKER_PREFIX}{self.name}", str(time.time()))  # `queue add` looks for one
+            if time.time() - self._stamped > STAMP_S:
+                self._stamped = time.time()
+                self.store.set_setting(f"{WORKER_PREFIX}{self.name}", str(self._stamped))  # `queue add` looks
             self.reap_children()
             started = self.start_ready()
             if self.exit_when_idle and not self.children and not started and not self.store.queued_runs():
@@ -108,26 +152,65 @@ class Worker:
         if queue.paused(self.store):
             return 0
         started = 0
+        memory: dict[str, tuple[int, int]] | None = None  # asked of nvidia-smi at most once per poll
         for run in self.store.queued_runs():
-            if len(self.children) >= self.max_parallel:
-                break
             waiting = queue.wait_for(self.store, run)
             if waiting is not None:
                 if waiting.fatal:
                     self._fail(run, f"cannot start: {waiting.reason}")
                 continue
+            side = run.kind == "eval" and self.eval_policy in ("share", "cpu")
+            if side:
+                if sum(c.side for c in self.children.values()) >= self.max_evals:
+                    continue
+                if memory is None:
+                    memory = self.memory() if self.gpus else {}
+                gpus = self._eval_gpus(run, memory)
+                if gpus is not None and self._start(run, gpus, side=True):
+                    started += 1
+                continue
+            if sum(not c.side for c in self.children.values()) >= self.max_parallel:
+                continue  # an evaluation further down may still start beside the runs
             wanted = run.gpus if run.gpus is not None else (1 if self.gpus else 0)
             if wanted > len(self.gpus):
                 self._fail(run, f"asks for {wanted} GPUs; this worker has {len(self.gpus)} ({','.join(self.gpus)})")
                 continue
-            free = [g for g in self.gpus if g not in {x for c in self.children.values() for x in c.gpus}]
+            if wanted and memory is None:
+                memory = self.memory()
+            free = self._free_gpus(memory or {})
             if wanted > len(free):
                 continue  # a later run may need fewer
             if self._start(run, free[:wanted]):
                 started += 1
         return started
 
-    def _start(self, run: Run, gpus: list[str]) -> bool:
+    def _used_by_us(self, side: bool | None = None) -> set[str]:
+        return {g for c in self.children.values() if side is None or c.side == side for g in c.gpus}
+
+    def _free_gpus(self, memory: dict[str, tuple[int, int]]) -> list[str]:
+        """GPUs none of our runs holds and no other process fills (nvidia-smi's memory.used, when it answers)."""
+        ours = self._used_by_us()
+        return [g for g in self.gpus if g not in ours and not _busy(memory.get(g))]
+
+    def _eval_gpus(self, run: Run, memory: dict[str, tuple[int, int]]) -> list[str] | None:
+        """Where an evaluation job goes beside the runs: a free GPU, else (share) the GPU of the run it evaluates
+        when nvidia-smi says the checkpoint fits beside it; [] = CPU; None = wait for a gap."""
+        if self.eval_policy == "cpu" or not self.gpus:
+            return []
+        free = [g for g in self._free_gpus(memory) if g not in self._used_by_us(side=True)]
+        if free:
+            return free[:1]
+        parent = self.children.get(run.parent_run or -1)
+        held = [*(parent.gpus[:1] if parent else []), *sorted(self._used_by_us(side=False))]
+        for gpu in dict.fromkeys(held):  # the evaluated run's own GPU first
+            if gpu not in memory:
+                return [gpu]  # nvidia-smi did not answer: share, as the policy says
+            used, total = memory[gpu]
+            if total - used >= checkpoint_mib(run.model_path) * 5 // 4 + EVAL_HEADROOM_MIB:
+                return [gpu]
+        return None  # nothing fits now; a gap comes when a run ends
+
+    def _start(self, run: Run, gpus: list[str], side: bool = False) -> bool:
         try:
             columns = queue.resolved_start(self.store, run)
         except HealerError as exc:
@@ -141,8 +224,8 @@ class Worker:
         env = {"CUDA_VISIBLE_DEVICES": visible}
         process = launch(self.store, claimed, env=env)
         self.store.update_run(run.id, pid=process.pid)
-        self.children[run.id] = Child(run.id, process, gpus)
-        where = f"GPU {visible}" if gpus else "CPU"
+        self.children[run.id] = Child(run.id, process, gpus, side)
+        where = (f"GPU {visible}" if gpus else "CPU") + (" beside the runs" if side else "")
         self.say(f"worker: started run {run.id} ({run.name}) on {where}, pid {process.pid}; log {claimed.log_path}")
         return True
 
@@ -156,3 +239,39 @@ class Worker:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+
+
+def _busy(memory: tuple[int, int] | None) -> bool:
+    return memory is not None and memory[1] > 0 and memory[0] > BUSY_FRACTION * memory[1]
+
+
+SERVICE = """[Unit]
+Description=healer worker: runs queued SFT and RL runs ({db})
+After=network.target
+
+[Service]
+Type=simple
+Environment="HEALER_DB={db}"
+ExecStart={command}
+Restart=on-failure
+RestartSec=10
+KillMode=process
+
+[Install]
+WantedBy=default.target
+"""
+
+
+def install_service(db: str, arguments: list[str], unit_dir: str | None = None) -> str:
+    """Write a systemd --user unit that runs this worker; returns its path. KillMode=process: stopping the service
+    stops the worker, not the runs it started (they record their own end), as Ctrl-C does."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    directory = Path(unit_dir or Path.home() / ".config" / "systemd" / "user")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "healer-worker.service"
+    command = shlex.join([sys.executable, "-m", "healer", "worker", *arguments])
+    path.write_text(SERVICE.format(db=db, command=command))
+    return str(path)

@@ -72,6 +72,9 @@ def print_run_summary(store: Store, run: Run) -> None:
     if checkpoints:
         steps = ", ".join(str(c.step) for c in checkpoints)
         out.print(f"  {len(checkpoints)} checkpoints (steps {steps}) in {run.out_dir}", markup=False)
+    pruned = len(store.checkpoints(run.id, pruned=True)) - len(checkpoints)
+    if pruned:
+        out.print(f"  {pruned} older checkpoints pruned (train.keep = {run.spec_dict['train'].get('keep')!r})")
 
 
 @app.command("ls")

@@ -9,7 +9,7 @@ from typing import Any
 
 from healer.presets import RunSpec
 from healer.refs import CheckpointRef
-from healer.store import Eval, Status, Store
+from healer.store import Eval, Run, Status, Store
 
 
 def load_for_inference(path: str, spec: RunSpec, tokenizer_fallback: str | None = None) -> tuple[Any, Any]:
@@ -45,6 +45,25 @@ def evaluate_checkpoint(store: Store, target: CheckpointRef, spec: RunSpec) -> l
     model, tokenizer = load_for_inference(target.path, spec, fallback)
     return evaluate(store, run_id=run.id, step=target.step, checkpoint_path=target.path, model=model,
                     tokenizer=tokenizer, spec=spec)  # fmt: skip
+
+
+def run_eval_job(job: Run, store: Store) -> None:
+    """An evaluation job: evaluate one checkpoint of its parent run with the parent's settings, stored under the
+    parent's id and step, then let retention prune what the new evaluation no longer protects."""
+    from healer.presets import build_spec
+    from healer.refs import resolve_checkpoint
+    from healer.retention import prune
+    from healer.train.callbacks import describe_eval
+
+    assert job.parent_run is not None and job.parent_step is not None
+    parent = store.run(job.parent_run)
+    target = resolve_checkpoint(store, f"{parent.id}@{job.parent_step}")
+    spec = build_spec(parent.spec_dict, source=f"run {parent.id}")
+    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, path=target.path))
+    print(f"healer: evaluating {target.label} ({target.path})", flush=True)
+    for e in evaluate_checkpoint(store, target, spec):
+        print(describe_eval(e), flush=True)
+    prune(store, parent.id)
 
 
 def _eval_run(store: Store, path: str, spec: RunSpec) -> Any:

@@ -45,7 +45,11 @@ def main(run_id: int) -> int:
 
 def execute(run: Run, spec: RunSpec, store: Store) -> None:
     """Dispatch on the method; each method's module has one `run(run, spec, store)`."""
-    if spec.method == "sft":
+    if run.kind == "eval":
+        from healer.train.checkpoints import run_eval_job
+
+        run_eval_job(run, store)
+    elif spec.method == "sft":
         from healer.train import sft
 
         sft.run(run, spec, store)

@@ -48,7 +48,7 @@ def training_callbacks(store: Store, run: Run, spec: RunSpec, tokenizer: Any) ->
 
     callbacks: list[Any] = [StoreCallback(store, run.id)]
     if spec.eval.every_checkpoint:
-        callbacks.append(EvalCallback(store, run.id, spec, tokenizer))
+        callbacks.append(EvalCallback(store, run, spec, tokenizer))
     return callbacks
 
 
