@@ -33,6 +33,12 @@ def eval_row(e: Eval) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def describe_eval(e: Eval) -> str:
+    """One evaluation as a run's log line."""
+    return (f"healer: eval step {e.step} {e.split}: {e.correct}/{e.n} = {e.accuracy:.3f} [{e.ci_low:.3f}, "
+            f"{e.ci_high:.3f}] loss {e.loss if e.loss is None else round(e.loss, 4)} ({e.seconds:.1f} s)")  # fmt: skip
+
+
 def by_step(evals: list[Eval], protocol: str) -> dict[int, dict[str, Eval]]:
     """{step: {split: eval}} for one protocol, in step order; of several, the largest n, then the newest."""
     table: dict[int, dict[str, Eval]] = {}

@@ -137,8 +137,15 @@ def _0003(db: Database) -> None:
     db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)")  # queue.paused, ...
 
 
-@MIGRATIONS(name="0004_retention")
+@MIGRATIONS(name="0004_eval_jobs_retention")
 def _0004(db: Database) -> None:
-    """train.keep = "last:N" deletes old checkpoints; their rows stay, marked, so lineage and evaluations name them."""
+    """Evaluation jobs (runs of kind eval with a parent checkpoint) and retention: train.keep = "last:N" deletes old
+    checkpoints; their rows stay, marked, so lineage and evaluations still name them."""
     db.execute("ALTER TABLE checkpoints ADD COLUMN pruned_at TEXT")  # when its directory was deleted (train.keep)
     db.execute("CREATE INDEX runs_eval_jobs ON runs(parent_run, kind, status)")
+    # the claim order of Store.iter_queued, over the queued runs only: a worker reads the top of a deep queue
+    # without sorting it (Store names it with INDEXED BY: the planner, with no statistics, sorted every queued run)
+    db.execute(
+        "CREATE INDEX runs_claim_order ON runs((kind = 'eval' AND parent_run IS NOT NULL) DESC, priority DESC, id) "
+        "WHERE queued = 1 AND status = 'queued'"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,6 @@ from healer.runner import create_run
 from healer.store import FINISHED, Run, Status, Store
 
 PAUSED = "queue.paused"
-EVAL_PRIORITY = 1_000_000  # added to the run's priority: evaluations go before any training run
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,17 @@ def _parent_of(store: Store, start_ref: str | None) -> int | None:
     return int(start_ref.split("@")[0])
 
 
+def ready_runs(store: Store, fail: Callable[[Run, str], None]) -> Iterator[Run]:
+    """Queued runs whose dependencies are met, in the order workers take them, read lazily; `fail(run, reason)`
+    gets each run that can never start (its dependency failed, its checkpoint is gone)."""
+    for run in store.iter_queued():
+        waiting = wait_for(store, run)
+        if waiting is None:
+            yield run
+        elif waiting.fatal:
+            fail(run, f"cannot start: {waiting.reason}")
+
+
 def wait_for(store: Store, run: Run) -> Wait | None:
     """What a queued run waits for, or None when a worker may start it now."""
     if run.after_run is not None:
@@ -96,9 +107,9 @@ def wait_for_start(store: Store, start_ref: str) -> Wait | None:
         return Wait(f"run {run.id}, whose {selector} it starts from, {run.status}", fatal=True)
     if run.status != Status.DONE:
         return Wait(f"run {run.id} to finish (its {selector} is picked then)")
-    pending = [j for j in store.eval_jobs(run.id) if j.status in (Status.QUEUED, Status.RUNNING)]
-    if pending and selector != "last":
-        return Wait(f"the evaluations of run {run.id} ({len(pending)} left; its {selector} is picked then)")
+    pending = store.pending_eval_jobs(run.id) if selector != "last" else 0
+    if pending:
+        return Wait(f"the evaluations of run {run.id} ({pending} left; its {selector} is picked then)")
     return _startable(store, start_ref)
 
 
@@ -133,7 +144,7 @@ def enqueue_eval(store: Store, run: Run, step: int, path: str) -> Run | None:
     out_dir = Path(run.out_dir or store.path.parent / "runs" / f"{run.id:05d}") / "evals"
     return store.create_run(kind="eval", method="eval", name=f"eval {run.id}@{step}", spec=run.spec_dict,
                             model_path=path, parent_run=run.id, parent_step=step, queued=1,
-                            priority=EVAL_PRIORITY + run.priority, out_dir=str(out_dir),
+                            priority=run.priority, out_dir=str(out_dir),
                             log_path=str(out_dir / f"step-{step}.log"))  # fmt: skip
 
 

@@ -66,6 +66,12 @@ def _select(store: Store, run: Run, selector: str) -> CheckpointRef:
             raise HealerError(f"run {run.id} has no checkpoints yet")
         step = max(checkpoints)
     else:
+        pending = store.pending_eval_jobs(run.id)
+        if pending:
+            raise HealerError(
+                f"run {run.id}@{selector}: {pending} evaluation jobs of run {run.id} are not done yet "
+                f"(`healer queue ls`); the {selector} is picked over all its checkpoints once they are"
+            )
         peak = find_peaks(store.evals(run.id)).get(selector)
         if peak is None:
             raise HealerError(f"run {run.id}@{selector}: no evaluations to pick from yet; run `healer eval {run.id}`")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from healer.errors import HealerError
 from healer.evals import find_peaks
 from healer.presets import build_spec, keep_last
 from healer.store import Run, Status, Store
@@ -29,11 +30,10 @@ def protected(store: Store, run: Run) -> dict[int, str]:
     for child in store.children(run.id):
         if child.parent_step is not None:
             reasons.setdefault(child.parent_step, f"start of run {child.id}")
-    for waiting in store.queued_runs():
-        if waiting.start_ref and waiting.start_ref.startswith(f"{run.id}@"):
-            selector = waiting.start_ref.split("@", 1)[1]
-            if selector.isdigit():
-                reasons.setdefault(int(selector), f"start of queued run {waiting.id}")
+    for waiting in store.waiting_on(run.id):
+        selector = (waiting.start_ref or "").partition("@")[2]
+        if selector.isdigit():
+            reasons.setdefault(int(selector), f"start of queued run {waiting.id}")
     for job in store.eval_jobs(run.id):
         if job.status in ACTIVE and job.parent_step is not None:
             reasons.setdefault(job.parent_step, f"read by evaluation job {job.id}")
@@ -48,25 +48,28 @@ def protected(store: Store, run: Run) -> dict[int, str]:
     return reasons
 
 
-def prune(store: Store, run_id: int) -> list[int]:
-    """Delete the run's checkpoints beyond its train.keep that nothing protects; returns the pruned steps."""
+def prune(store: Store, run_id: int, keep: str | None = None, *, dry_run: bool = False) -> list[int]:
+    """Delete the run's checkpoints beyond `keep` (default: its train.keep) that nothing protects; returns the
+    steps pruned (with dry_run, the steps that would be)."""
     run = store.run(run_id)
-    keep = keep_last(run.spec_dict.get("train", {}).get("keep", "all"), source=f"run {run.id}")
-    if keep is None:
+    text = keep if keep is not None else run.spec_dict.get("train", {}).get("keep", "all")
+    last = keep_last(text, source="--keep" if keep is not None else f"run {run.id}")
+    if last is None:
         return []
-    checkpoints = store.checkpoints(run.id)
-    older = checkpoints[:-keep] if keep else checkpoints
+    if last == 0:
+        raise HealerError("keep = last:0 would delete the checkpoint a retry resumes from; use last:1 or more")
+    older = store.checkpoints(run.id)[:-last]
     if not older:
         return []
     safe = protected(store, run)
-    pruned = []
+    steps = [c.step for c in older if c.step not in safe]
+    if dry_run:
+        return steps
     for checkpoint in older:
-        if checkpoint.step in safe:
-            continue
-        shutil.rmtree(Path(checkpoint.path), ignore_errors=True)
-        store.mark_pruned(run.id, checkpoint.step)
-        pruned.append(checkpoint.step)
-    if pruned:
-        print(f"healer: pruned checkpoints {', '.join(map(str, pruned))} of run {run.id} (train.keep = last:{keep})",
+        if checkpoint.step in steps:
+            shutil.rmtree(Path(checkpoint.path), ignore_errors=True)
+            store.mark_pruned(run.id, checkpoint.step)
+    if steps:
+        print(f"healer: pruned checkpoints {', '.join(map(str, steps))} of run {run.id} (keep = last:{last})",
               flush=True)  # fmt: skip
-    return pruned
+    return steps

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,6 +29,13 @@ def create_run(store: Store, preset: Preset, *, parent_run: int | None = None, p
 
     `queue_columns` (queued=1, priority, after_run, ...) put it in the queue in the same UPDATE that gives it its
     folder, so no worker ever sees it half made."""
+    commit = git_commit()  # before the transaction: no subprocess while holding the write lock
+    with store.transaction():  # a run appears whole or not at all (a lock or a full disk mid-way leaves nothing)
+        return _create_run(store, preset, parent_run, parent_step, commit, queue_columns)
+
+
+def _create_run(store: Store, preset: Preset, parent_run: int | None, parent_step: int | None, commit: str | None,
+                queue_columns: dict[str, Any]) -> Run:  # fmt: skip
     spec = preset.spec
     run = store.create_run(
         kind=KIND_OF_METHOD[spec.method],
@@ -41,21 +49,24 @@ def create_run(store: Store, preset: Preset, *, parent_run: int | None = None, p
         parent_step=parent_step,
         total_steps=spec.train.max_steps,
         healer_version=__version__,
-        git_commit=git_commit(),
+        git_commit=commit,
     )
     out_dir = store.path.parent / "runs" / f"{run.id:05d}-{_slug(spec.name)}"
     store.update_run(run.id, out_dir=str(out_dir), log_path=str(out_dir / "run.log"), **queue_columns)
     return store.run(run.id)
 
 
-def launch(store: Store, run: Run, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start `python -m healer.train RUN_ID` in a new session, stdout and stderr into the run's log file."""
+def launch(
+    store: Store, run: Run, env: dict[str, str] | None = None, then: Sequence[int] = ()
+) -> subprocess.Popen[bytes]:
+    """Start `python -m healer.train RUN_ID` in a new session, stdout and stderr into the run's log file; `then`:
+    further runs (evaluation jobs) the same process executes after it, logging into the same file."""
     assert run.out_dir and run.log_path
     Path(run.out_dir).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **(env or {}), "HEALER_DB": str(store.path), "PYTHONUNBUFFERED": "1"}
     with open(run.log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "healer.train", str(run.id)],
+            [sys.executable, "-m", "healer.train", str(run.id), *map(str, then)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,7 +21,27 @@ from sqlite_utils import Database
 from healer.errors import HealerError
 from healer.migrations import MIGRATIONS
 
-BUSY_TIMEOUT_S = 30.0
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction; $HEALER_DB_TIMEOUT overrides it
+
+
+def busy_timeout() -> float:
+    try:
+        return float(os.environ.get("HEALER_DB_TIMEOUT", BUSY_TIMEOUT_S))
+    except ValueError:
+        raise HealerError("$HEALER_DB_TIMEOUT must be a number of seconds") from None
+
+
+def describe_db_error(exc: sqlite3.Error, path: Path) -> str:
+    """One line for a database failure a user can act on: a lock held too long, a full disk, a damaged file."""
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return (f"the database {path} is locked by another process (waited {busy_timeout():g} s); nothing was written. "
+                f"Try again, or see who holds it with `fuser {path}`")  # fmt: skip
+    if "full" in text:
+        return f"the disk holding {path} is full; nothing was written. Free some space and try again"
+    if "not a database" in text or "malformed" in text:
+        return f"{path} is not a healer database or is damaged ({text}); point --db or $HEALER_HOME elsewhere"
+    return f"database {path}: {text}"
 
 
 class Status(StrEnum):
@@ -31,6 +53,7 @@ class Status(StrEnum):
 
 
 FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
+EVAL_JOB = "(kind = 'eval' AND parent_run IS NOT NULL)"  # SQL for Run.is_eval_job
 
 
 def utcnow() -> str:
@@ -76,6 +99,11 @@ class Run:
     @property
     def spec_dict(self) -> dict[str, Any]:
         return json.loads(self.spec)
+
+    @property
+    def is_eval_job(self) -> bool:
+        """An evaluation job of another run's checkpoint (parent_run@parent_step), queued as that run saved it."""
+        return self.kind == "eval" and self.parent_run is not None
 
 
 @dataclass(frozen=True)
@@ -138,15 +166,20 @@ class EvalSample:
     meta: str
 
 
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
+
+
 def _row(cls: type, row: sqlite3.Row) -> Any:
-    names = {f.name for f in fields(cls)}
+    names = _field_names(cls)
     return cls(**{k: row[k] for k in row.keys() if k in names})  # noqa: SIM118 - iterating a Row yields values
 
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S)
+        conn = sqlite3.connect(path, timeout=busy_timeout())
         conn.execute("PRAGMA journal_mode=WAL")
     except (OSError, sqlite3.OperationalError) as exc:
         raise HealerError(
@@ -178,6 +211,10 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def transaction(self) -> contextlib.AbstractContextManager[Any]:
+        """Several store calls as one transaction (nested calls become savepoints): all of them land, or none."""
+        return self.db.atomic()
 
     # -- runs -------------------------------------------------------------------------------------
 
@@ -246,18 +283,32 @@ class Store:
         ).fetchall()
         return [_row(Run, r) for r in rows]
 
-    def mark_running(self, run_id: int, *, pid: int, host: str) -> None:
-        self.update_run(
-            run_id,
-            status=Status.RUNNING.value,
-            pid=pid,
-            host=host,
-            started_at=utcnow(),
-            heartbeat=time.time(),
-            finished_at=None,
-            exit_code=None,
-            reason=None,
-        )
+    def waiting_on(self, run_id: int) -> list[Run]:
+        """Queued runs that wait for this run: `--after` it, or `--from` one of its checkpoints."""
+        rows = self.conn.execute(
+            "SELECT * FROM runs WHERE status = 'queued' AND queued = 1 AND (after_run = ? OR start_ref LIKE ?) "
+            "ORDER BY id",
+            [run_id, f"{run_id}@%"],
+        ).fetchall()
+        return [_row(Run, r) for r in rows]
+
+    def pending_eval_jobs(self, run_id: int) -> int:
+        """How many evaluation jobs of this run's checkpoints are queued or running."""
+        row = self.conn.execute(
+            "SELECT COUNT(*) FROM runs WHERE parent_run = ? AND kind = 'eval' AND status IN ('queued', 'running')",
+            [run_id],
+        ).fetchone()
+        return row[0]
+
+    def mark_running(self, run_id: int, *, pid: int, host: str) -> bool:
+        """The run's process has begun it; False when the run was cancelled (or ended) before it could."""
+        with self.db.atomic():
+            cursor = self.conn.execute(
+                "UPDATE runs SET status = 'running', pid = ?, host = ?, started_at = ?, heartbeat = ?, "
+                "finished_at = NULL, exit_code = NULL, reason = NULL WHERE id = ? AND status IN ('queued', 'running')",
+                [pid, host, utcnow(), time.time(), run_id],
+            )
+        return cursor.rowcount == 1
 
     def heartbeat(self, run_id: int) -> None:
         self.update_run(run_id, heartbeat=time.time())
@@ -274,11 +325,43 @@ class Store:
     # -- the queue ------------------------------------------------------------------------------
 
     def queued_runs(self) -> list[Run]:
-        """Runs waiting for a worker, in the order workers take them: priority, then age."""
+        """Runs waiting for a worker, in the order workers take them (see iter_queued)."""
+        return list(self.iter_queued())
+
+    def iter_queued(self, page: int = 32) -> Iterator[Run]:
+        """Queued runs in the order workers take them: evaluation jobs first (they are short, and runs that start
+        from a run's OOD peak wait for them), then priority, then age. Read a page at a time (keyset pagination, no
+        statement left open), so a worker that takes the first ready run never reads a deep queue."""
+        after: list[int] = []
+        while True:
+            where = f" AND ({EVAL_JOB} < ? OR ({EVAL_JOB} = ? AND (priority < ? OR (priority = ? AND id > ?))))"
+            rows = self.conn.execute(
+                f"SELECT *, {EVAL_JOB} AS eval_job FROM runs INDEXED BY runs_claim_order "
+                "WHERE queued = 1 AND status = 'queued'"
+                + (where if after else "")
+                + f" ORDER BY {EVAL_JOB} DESC, priority DESC, id LIMIT ?",
+                [*after, page],
+            ).fetchall()
+            yield from (_row(Run, r) for r in rows)
+            if len(rows) < page:
+                return
+            last = rows[-1]
+            after = [last["eval_job"], last["eval_job"], last["priority"], last["priority"], last["id"]]
+
+    def queued_eval_jobs(self, limit: int) -> list[Run]:
+        """The evaluation jobs waiting for a worker, in the order it takes them."""
         rows = self.conn.execute(
-            "SELECT * FROM runs WHERE queued = 1 AND status = 'queued' ORDER BY priority DESC, id"
+            f"SELECT * FROM runs INDEXED BY runs_claim_order WHERE queued = 1 AND status = 'queued' AND {EVAL_JOB} "
+            f"ORDER BY {EVAL_JOB} DESC, priority DESC, id LIMIT ?",
+            [limit],
         ).fetchall()
         return [_row(Run, r) for r in rows]
+
+    def has_queued(self) -> bool:
+        return (
+            self.conn.execute("SELECT 1 FROM runs WHERE queued = 1 AND status = 'queued' LIMIT 1").fetchone()
+            is not None
+        )
 
     def queue_runs(self) -> list[Run]:
         """Every run that went through the queue (waiting, running or finished), oldest first."""
@@ -291,7 +374,8 @@ class Store:
         with self.db.atomic():
             cursor = self.conn.execute(
                 "UPDATE runs SET status = 'running', worker = ?, host = ?, pid = NULL, heartbeat = ?, "
-                f"attempts = attempts + 1{assignments} WHERE id = ? AND queued = 1 AND status = 'queued'",
+                f"started_at = NULL, attempts = attempts + 1{assignments} "
+                "WHERE id = ? AND queued = 1 AND status = 'queued'",
                 [worker, host, time.time(), *columns.values(), run_id],
             )
         return cursor.rowcount == 1
@@ -482,7 +566,7 @@ def query_read_only(path: Path, sql: str) -> tuple[list[str], list[tuple[Any, ..
     """Run one SELECT on a read-only connection whose authorizer denies every write, ATTACH and PRAGMA."""
     if not path.exists():
         raise HealerError(f"no database at {path}; run something first or pass --db")
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=busy_timeout())
     try:
         conn.set_authorizer(_read_only)
         cursor = conn.execute(sql)

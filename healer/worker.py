@@ -29,6 +29,7 @@ WORKER_PREFIX = "worker:"  # settings key of each live worker, its value the tim
 EVAL_POLICIES = ("auto", "share", "wait", "cpu")
 BUSY_FRACTION = 0.1  # a GPU none of our runs uses, with more than this share of its memory taken, is someone else's
 EVAL_HEADROOM_MIB = 1024  # activations and KV cache of an evaluation, beyond its weights
+EVAL_BATCH = 16  # evaluation jobs one process executes in turn, importing torch and transformers once
 
 
 def detect_gpus() -> list[str]:
@@ -86,10 +87,12 @@ def parse_gpus(text: str) -> list[str]:
 
 @dataclass
 class Child:
-    run_id: int
+    """One subprocess of the worker: a run, or a batch of evaluation jobs (`run_ids`, executed in turn)."""
+
+    run_ids: list[int]
     process: subprocess.Popen[bytes]
     gpus: list[str]
-    side: bool = False  # an evaluation job started beside the runs (share or cpu policy): it takes no slot
+    side: bool = False  # evaluation jobs started beside the runs (share or cpu policy): they take no slot
 
 
 @dataclass
@@ -101,14 +104,17 @@ class Worker:
     say: Callable[[str], None] = print
     eval_policy: str = "auto"
     max_evals: int = 1
-    children: dict[int, Child] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
     stopping: bool = False
     memory: Callable[[], dict[str, tuple[int, int]]] = gpu_memory
     _stamped: float = 0.0
+    _memory: dict[str, tuple[int, int]] | None = None  # nvidia-smi's answer, asked at most once per poll
 
     def __post_init__(self) -> None:
         if self.eval_policy not in EVAL_POLICIES:
             raise HealerError(f"--eval-policy {self.eval_policy!r}: use one of {', '.join(EVAL_POLICIES)}")
+        if self.max_evals < 1:
+            raise HealerError("--max-evals must be at least 1")
         if self.eval_policy == "auto":  # a GPU box shares; a CPU box evaluates between runs, not beside them
             self.eval_policy = "share" if self.gpus else "wait"
 
@@ -128,23 +134,28 @@ class Worker:
                 self.store.set_setting(f"{WORKER_PREFIX}{self.name}", str(self._stamped))  # `queue add` looks
             self.reap_children()
             started = self.start_ready()
-            if self.exit_when_idle and not self.children and not started and not self.store.queued_runs():
+            if self.exit_when_idle and not self.children and not started and not self.store.has_queued():
                 self.say("worker: the queue is empty; exiting")
-                return 0
+                break
             time.sleep(POLL_S)
         self.store.delete_setting(f"{WORKER_PREFIX}{self.name}")
         if self.children:
-            self.say(f"worker: stopping; {len(self.children)} runs keep running and record their own end")
+            self.say(f"worker: stopping; {len(self.children)} processes keep running and record their own end")
         return 0
 
     def reap_children(self) -> None:
-        for run_id, child in list(self.children.items()):
+        for child in list(self.children):
             code = child.process.poll()
             if code is None:
                 continue
-            run = reap(self.store, run_id, code)
-            self.say(f"worker: run {run_id} {run.status} (exit {code})")
-            del self.children[run_id]
+            for index, run_id in enumerate(child.run_ids):
+                run = self.store.run(run_id)
+                if index and run.status == Status.RUNNING and run.started_at is None:
+                    self.store.requeue(run_id)  # a batched evaluation job its process never began
+                    continue
+                run = reap(self.store, run_id, code)
+                self.say(f"worker: run {run_id} {run.status} (exit {code})")
+            self.children.remove(child)
         reap_dead(self.store)
 
     def start_ready(self) -> int:
@@ -152,55 +163,74 @@ class Worker:
         if queue.paused(self.store):
             return 0
         started = 0
-        memory: dict[str, tuple[int, int]] | None = None  # asked of nvidia-smi at most once per poll
-        for run in self.store.queued_runs():
-            waiting = queue.wait_for(self.store, run)
-            if waiting is not None:
-                if waiting.fatal:
-                    self._fail(run, f"cannot start: {waiting.reason}")
+        self._memory = None
+        taken: set[int] = set()  # evaluation jobs batched into a process this poll
+        for run in queue.ready_runs(self.store, self._fail):
+            if self._full():
+                break
+            if run.id in taken:
                 continue
-            side = run.kind == "eval" and self.eval_policy in ("share", "cpu")
-            if side:
-                if sum(c.side for c in self.children.values()) >= self.max_evals:
+            if run.is_eval_job:
+                side = self.eval_policy in ("share", "cpu")
+                gpus = self._eval_gpus(run) if side else self._slot_gpus(run)
+                if gpus is None:
                     continue
-                if memory is None:
-                    memory = self.memory() if self.gpus else {}
-                gpus = self._eval_gpus(run, memory)
-                if gpus is not None and self._start(run, gpus, side=True):
-                    started += 1
+                others = self.store.queued_eval_jobs(EVAL_BATCH + len(taken))
+                batch = [run, *(j for j in others if j.id != run.id and j.id not in taken)][:EVAL_BATCH]
+                taken.update(j.id for j in batch)
+                started += self._start(batch, gpus, side=side)
                 continue
-            if sum(not c.side for c in self.children.values()) >= self.max_parallel:
-                continue  # an evaluation further down may still start beside the runs
-            wanted = run.gpus if run.gpus is not None else (1 if self.gpus else 0)
-            if wanted > len(self.gpus):
-                self._fail(run, f"asks for {wanted} GPUs; this worker has {len(self.gpus)} ({','.join(self.gpus)})")
-                continue
-            if wanted and memory is None:
-                memory = self.memory()
-            free = self._free_gpus(memory or {})
-            if wanted > len(free):
-                continue  # a later run may need fewer
-            if self._start(run, free[:wanted]):
-                started += 1
+            gpus = self._slot_gpus(run)
+            if gpus is not None:
+                started += self._start([run], gpus)
         return started
 
+    def _full(self) -> bool:
+        """No slot for a run and no room for evaluations beside them: nothing further down the queue can start."""
+        slots_full = sum(not c.side for c in self.children) >= self.max_parallel
+        side_full = self.eval_policy == "wait" or sum(c.side for c in self.children) >= self.max_evals
+        return slots_full and side_full
+
+    def _memory_now(self) -> dict[str, tuple[int, int]]:
+        if self._memory is None:
+            self._memory = self.memory() if self.gpus else {}
+        return self._memory
+
+    def _slot_gpus(self, run: Run) -> list[str] | None:
+        """The GPUs for a run that takes one of the max_parallel slots, [] for CPU, None if it must wait."""
+        if sum(not c.side for c in self.children) >= self.max_parallel:
+            return None  # an evaluation further down may still start beside the runs
+        wanted = run.gpus if run.gpus is not None else (1 if self.gpus else 0)
+        if run.is_eval_job:
+            wanted = min(wanted, 1)
+        if wanted > len(self.gpus):
+            self._fail(run, f"asks for {wanted} GPUs; this worker has {len(self.gpus)} ({','.join(self.gpus)})")
+            return None
+        if not wanted:
+            return []
+        free = self._free_gpus(self._memory_now())
+        return free[:wanted] if wanted <= len(free) else None  # a later run may need fewer
+
     def _used_by_us(self, side: bool | None = None) -> set[str]:
-        return {g for c in self.children.values() if side is None or c.side == side for g in c.gpus}
+        return {g for c in self.children if side is None or c.side == side for g in c.gpus}
 
     def _free_gpus(self, memory: dict[str, tuple[int, int]]) -> list[str]:
         """GPUs none of our runs holds and no other process fills (nvidia-smi's memory.used, when it answers)."""
         ours = self._used_by_us()
         return [g for g in self.gpus if g not in ours and not _busy(memory.get(g))]
 
-    def _eval_gpus(self, run: Run, memory: dict[str, tuple[int, int]]) -> list[str] | None:
-        """Where an evaluation job goes beside the runs: a free GPU, else (share) the GPU of the run it evaluates
-        when nvidia-smi says the checkpoint fits beside it; [] = CPU; None = wait for a gap."""
+    def _eval_gpus(self, run: Run) -> list[str] | None:
+        """Where evaluation jobs go beside the runs: a free GPU, else (share) the GPU of the run they evaluate when
+        nvidia-smi says the checkpoint fits beside it; [] = CPU; None = wait for a gap."""
+        if sum(c.side for c in self.children) >= self.max_evals:
+            return None
         if self.eval_policy == "cpu" or not self.gpus:
             return []
-        free = [g for g in self._free_gpus(memory) if g not in self._used_by_us(side=True)]
+        memory = self._memory_now()
+        free = self._free_gpus(memory)
         if free:
             return free[:1]
-        parent = self.children.get(run.parent_run or -1)
+        parent = next((c for c in self.children if run.parent_run in c.run_ids and not c.side), None)
         held = [*(parent.gpus[:1] if parent else []), *sorted(self._used_by_us(side=False))]
         for gpu in dict.fromkeys(held):  # the evaluated run's own GPU first
             if gpu not in memory:
@@ -210,23 +240,29 @@ class Worker:
                 return [gpu]
         return None  # nothing fits now; a gap comes when a run ends
 
-    def _start(self, run: Run, gpus: list[str], side: bool = False) -> bool:
+    def _start(self, batch: list[Run], gpus: list[str], side: bool = False) -> bool:
+        """Claim the runs and start one process for them (several only for evaluation jobs)."""
+        lead = batch[0]
         try:
-            columns = queue.resolved_start(self.store, run)
+            columns = queue.resolved_start(self.store, lead)
         except HealerError as exc:
-            self._fail(run, f"cannot start: {exc}")
+            self._fail(lead, f"cannot start: {exc}")
             return False
         visible = ",".join(gpus)
-        if not self.store.claim(run.id, worker=self.name, host=socket.gethostname(), assigned_gpus=visible,
-                                **columns):  # fmt: skip
+        host = socket.gethostname()
+        if not self.store.claim(lead.id, worker=self.name, host=host, assigned_gpus=visible, **columns):
             return False  # another worker took it first
-        claimed = self.store.run(run.id)
-        env = {"CUDA_VISIBLE_DEVICES": visible}
-        process = launch(self.store, claimed, env=env)
-        self.store.update_run(run.id, pid=process.pid)
-        self.children[run.id] = Child(run.id, process, gpus, side)
+        claimed = self.store.run(lead.id)
+        then = [r.id for r in batch[1:] if self.store.claim(r.id, worker=self.name, host=host, assigned_gpus=visible,
+                                                           log_path=claimed.log_path)]  # fmt: skip
+        process = launch(self.store, claimed, env={"CUDA_VISIBLE_DEVICES": visible}, then=then)
+        for run_id in (lead.id, *then):
+            self.store.update_run(run_id, pid=process.pid)
+        self.children.append(Child([lead.id, *then], process, gpus, side))
         where = (f"GPU {visible}" if gpus else "CPU") + (" beside the runs" if side else "")
-        self.say(f"worker: started run {run.id} ({run.name}) on {where}, pid {process.pid}; log {claimed.log_path}")
+        more = f" and {len(then)} more evaluation jobs ({', '.join(map(str, then))})" if then else ""
+        self.say(f"worker: started run {lead.id} ({lead.name}){more} on {where}, pid {process.pid}; "
+                 f"log {claimed.log_path}")  # fmt: skip
         return True
 
     def _fail(self, run: Run, reason: str) -> None:
@@ -262,14 +298,15 @@ WantedBy=default.target
 """
 
 
-def install_service(db: str, arguments: list[str], unit_dir: str | None = None) -> str:
+def install_service(db: str, arguments: list[str]) -> str:
     """Write a systemd --user unit that runs this worker; returns its path. KillMode=process: stopping the service
     stops the worker, not the runs it started (they record their own end), as Ctrl-C does."""
     import shlex
     import sys
     from pathlib import Path
 
-    directory = Path(unit_dir or Path.home() / ".config" / "systemd" / "user")
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    directory = config / "systemd" / "user"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "healer-worker.service"
     command = shlex.join([sys.executable, "-m", "healer", "worker", *arguments])

@@ -166,14 +166,31 @@ def test_worker_runs_by_priority_and_dependency(worker: Callable[..., subprocess
     process = worker("--exit-when-idle")
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 0, output
-    starts = [int(line.split("started run ")[1].split()[0]) for line in output.splitlines() if "started run" in line]
+    started = [line.split("started run ")[1] for line in output.splitlines() if "started run" in line]
+    starts = [int(s.split()[0]) for s in started if not s.split()[1].startswith("(eval")]
     assert starts == [c, d, a, b], output  # c (prio 5); then d (prio 1, after c) before a (prio 0); b waits for a
+    assert "more evaluation jobs" in output, "a process evaluates several checkpoints in turn"
 
     rows = {r["id"]: r for r in json.loads(healer("queue", "ls", "--json", check=True).stdout)}
     assert all(rows[i]["status"] == "done" for i in (a, b, c, d)), rows
     detail = json.loads(healer("runs", "show", str(a), "--json", check=True).stdout)
     assert (rows[b]["parent_run"], rows[b]["parent_step"]) == (a, detail["peaks"]["peak-ood"]["step"])
     assert rows[b]["start_ref"] == f"{a}@peak-ood" and rows[b]["attempts"] == 1
+
+    # every checkpoint, and the model each run started from, was evaluated by a job, never in the training process
+    with Store(paths.db_path()) as store:
+        for run_id in (a, b, c, d):
+            steps = {0, *(ck.step for ck in store.checkpoints(run_id))}
+            jobs = [r for r in rows.values() if r["kind"] == "eval" and r["parent_run"] == run_id]
+            assert sorted(j["parent_step"] for j in jobs) == sorted(steps) and all(j["status"] == "done" for j in jobs)
+            assert {(e.step, e.split) for e in store.evals(run_id)} == {(s, sp) for s in steps for sp in ("id", "ood")}
+            log = Path(store.run(run_id).log_path).read_text()
+            assert "queued its evaluation as job" in log and "healer: eval step" not in log
+        first_eval = min(j["id"] for j in rows.values() if j["kind"] == "eval" and j["parent_run"] == a)
+        b_started = store.run(b).started_at
+        assert all(store.run(j["id"]).finished_at <= b_started for j in rows.values() if j["parent_run"] == a
+                   and j["kind"] == "eval"), "the peak was picked after every evaluation of run a"  # fmt: skip
+        assert first_eval > a
 
 
 @pytest.mark.slow

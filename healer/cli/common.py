@@ -2,6 +2,7 @@
 
 import functools
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from healer import paths
 from healer.errors import HealerError
-from healer.store import Store
+from healer.store import Store, describe_db_error
 
 out = Console(highlight=False, soft_wrap=True)
 if not out.is_terminal:
@@ -41,6 +42,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except HealerError as exc:
             fail(str(exc))
+        except sqlite3.Error as exc:  # a lock held past the busy timeout, a full disk: one line, the store intact
+            fail(describe_db_error(exc, paths.db_path()))
 
     return wrapper
 

@@ -58,7 +58,12 @@ def _worker_hint(store: Store) -> bool:
 
 
 @app.command("ls")
-def ls(json_out: JsonOption = False) -> None:
+def ls(
+    show_all: Annotated[
+        bool, typer.Option("--all", help="finished evaluation jobs too (--json always has them)")
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
     """The queue: waiting, running and finished runs with GPUs, progress, elapsed time, ETA and what they wait for."""
     store = open_store()
     reap_dead(store)
@@ -71,12 +76,21 @@ def ls(json_out: JsonOption = False) -> None:
     if not rows:
         err.print("the queue is empty; add runs with `healer queue add PRESET`", markup=False)
         return
+    shown = [r for r in rows if show_all or not (r["kind"] == "eval" and r["status"] == Status.DONE)]
     print_table(
         ["id", "name", "status", "prio", "gpus", "step", "elapsed", "eta", "from", "note"],
-        [[r["id"], r["name"], r["status"], r["priority"], r["assigned_gpus"] or _gpus(r["gpus"]),
-          f"{r['step'] or 0}/{r['total_steps'] or '?'}", _duration(r["elapsed_s"]), _duration(r["eta_s"]),
-          _from(r), r["waiting_for"] or r["reason"] or ""] for r in rows],
+        [[r["id"], r["name"], r["status"], r["priority"], r["assigned_gpus"] or _gpus(r["gpus"]), _step(r),
+          _duration(r["elapsed_s"]), _duration(r["eta_s"]), _from(r), r["waiting_for"] or r["reason"] or ""]
+         for r in shown],
     )  # fmt: skip
+    if len(shown) < len(rows):
+        err.print(f"{len(rows) - len(shown)} finished evaluation jobs not shown (--all shows them)", markup=False)
+
+
+def _step(row: dict) -> str:
+    if row["kind"] == "eval":
+        return ""
+    return f"{row['step'] or 0}/{row['total_steps'] or '?'}"
 
 
 def _gpus(wanted: int | None) -> str:
@@ -109,6 +123,10 @@ def cancel(
     if run.status in FINISHED:
         raise HealerError(f"run {run.id} already {run.status}; nothing to cancel")
     if run.status == Status.QUEUED:
+        store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="cancelled before it started")
+        out.print(f"run {run.id} cancelled before it started", markup=False)
+        return
+    if run.is_eval_job and run.started_at is None:  # claimed into a batch, not begun: its process will skip it
         store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="cancelled before it started")
         out.print(f"run {run.id} cancelled before it started", markup=False)
         return
@@ -210,7 +228,7 @@ def rm(ref: RunArgument) -> None:
     run = store.find_run(ref)
     if run.status == Status.RUNNING:
         raise HealerError(f"run {run.id} is running; `healer queue cancel {run.id}` first")
-    waiting_on_it = [r.id for r in store.queued_runs() if run.id in (r.after_run, _start_run(r))]
+    waiting_on_it = [r.id for r in store.waiting_on(run.id)]
     if waiting_on_it:
         raise HealerError(f"runs {', '.join(map(str, waiting_on_it))} wait for run {run.id}; remove them first")
     if run.status == Status.QUEUED:
@@ -221,36 +239,56 @@ def rm(ref: RunArgument) -> None:
         out.print(f"run {run.id} ({run.status}) left the queue; `healer runs show {run.id}` still has it", markup=False)
 
 
-def _start_run(run: Run) -> int | None:
-    if run.start_ref and "@" in run.start_ref:
-        return int(run.start_ref.split("@")[0])
-    return None
-
-
 def worker(
     gpus: Annotated[str, typer.Option(help="auto (every GPU nvidia-smi lists), none, or indices such as 0,1")] = "auto",
     max_parallel: Annotated[
         int | None, typer.Option(help="runs at once (default: one per GPU, or 1 on a CPU-only machine)")
     ] = None,
+    eval_policy: Annotated[
+        str,
+        typer.Option(
+            help="evaluation jobs: share (beside the runs, on a free GPU or on the GPU of the run they evaluate when "
+            "nvidia-smi says the checkpoint fits), wait (they take a slot, between runs), cpu (beside the runs, on "
+            "the CPU); auto = share on a GPU box, wait on a CPU-only one"
+        ),
+    ] = "auto",
+    max_evals: Annotated[int, typer.Option(help="evaluation processes at once beside the runs")] = 1,
     exit_when_idle: Annotated[bool, typer.Option(help="exit once nothing is queued or running")] = False,
+    install_service: Annotated[
+        bool, typer.Option(help="write a systemd --user unit that runs this worker (with these options) and exit")
+    ] = False,
 ) -> None:
     """Run queued runs: claim those whose dependencies are met, one subprocess each, on free GPUs.
 
     It keeps running after you log out when started with `nohup healer worker > worker.log 2>&1 &`, inside tmux,
-    or as a systemd --user service. Stopping it (Ctrl-C, SIGTERM) leaves running runs running.
+    or as a systemd --user service (--install-service writes one). Stopping it (Ctrl-C, SIGTERM) leaves running
+    runs running.
     """
     from healer.worker import Worker, parse_gpus
+    from healer.worker import install_service as write_unit
 
     store = open_store()
     pool = parse_gpus(gpus)
     parallel = max_parallel if max_parallel is not None else max(1, len(pool))
     if parallel < 1:
         raise HealerError("--max-parallel must be at least 1")
+    if install_service:
+        arguments = ["--gpus", gpus, "--eval-policy", eval_policy, "--max-evals", str(max_evals)]
+        arguments += ["--max-parallel", str(max_parallel)] if max_parallel is not None else []
+        arguments += ["--exit-when-idle"] if exit_when_idle else []
+        unit = write_unit(str(store.path), arguments)
+        out.print(f"wrote {unit}", markup=False)
+        err.print("start it now and at every boot: systemctl --user daemon-reload && systemctl --user enable --now "
+                  "healer-worker; keep it running after you log out: loginctl enable-linger $USER; its output: "
+                  "journalctl --user -u healer-worker -f", markup=False)  # fmt: skip
+        return
 
     def say(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
 
-    raise typer.Exit(Worker(store, pool, parallel, exit_when_idle=exit_when_idle, say=say).run())
+    work = Worker(store, pool, parallel, exit_when_idle=exit_when_idle, say=say, eval_policy=eval_policy,
+                  max_evals=max_evals)  # fmt: skip
+    raise typer.Exit(work.run())
 
 
 def register(root: App) -> None:

@@ -9,6 +9,7 @@ import typer
 from healer import lineage, report
 from healer.cli.common import App, err, fmt, open_store, out, print_json, print_table
 from healer.cli.evaluate import print_accuracy
+from healer.errors import HealerError
 from healer.presets import Preset, load_preset
 from healer.refs import check_startable, resolve_checkpoint
 from healer.runner import create_run, reap_dead, run_foreground
@@ -78,11 +79,14 @@ def print_run_summary(store: Store, run: Run) -> None:
 
 
 @app.command("ls")
-def ls(json_out: JsonOption = False) -> None:
+def ls(
+    show_all: Annotated[bool, typer.Option("--all", help="evaluation jobs too (`healer queue ls` has them)")] = False,
+    json_out: JsonOption = False,
+) -> None:
     """List runs, oldest first."""
     store = open_store()
     reap_dead(store)
-    runs = store.runs()
+    runs = [r for r in store.runs() if show_all or not r.is_eval_job]
     rows = [report.run_row(store, r) for r in runs]
     if json_out:
         print_json(rows)
@@ -149,8 +153,11 @@ def _print_detail(store: Store, d: dict) -> None:
     if d["checkpoints"]:
         out.print()
         print_table(
-            ["step", "path", "protected"],
-            [[c["step"], c["path"], "yes" if c["protected"] else ""] for c in d["checkpoints"]],
+            ["step", "path", "kept", "pruned"],
+            [
+                [c["step"], c["path"], "by hand" if c["protected"] else "", c["pruned_at"] or ""]
+                for c in d["checkpoints"]
+            ],
             title="checkpoints",
         )
     if d["last_metrics"]:
@@ -243,6 +250,39 @@ def _tree_label(node: dict[str, Any]) -> str:
     if peak and (not last or peak["step"] != last["step"]):
         parts.append(f"OOD peak {100 * peak['ood']:.1f} @{peak['step']}")
     return "  ".join(parts)
+
+
+@app.command("keep")
+def keep(
+    ref: Annotated[str, typer.Argument(help="a checkpoint: RUN@STEP, RUN@peak-ood, ...")],
+    release: Annotated[bool, typer.Option(help="undo: train.keep may prune it again")] = False,
+) -> None:
+    """Protect a checkpoint from pruning (train.keep = "last:N", `healer runs prune`)."""
+    store = open_store()
+    target = resolve_checkpoint(store, ref)
+    if target.run is None or target.step == 0 or not store.protect_checkpoint(target.run.id, target.step, not release):
+        raise HealerError(f"{ref} is not a checkpoint a healer run saved; only those are ever pruned")
+    state = "released: train.keep may prune it" if release else "kept: it is never pruned"
+    out.print(f"run {target.run.id}@{target.step} {state}", markup=False)
+
+
+@app.command("prune")
+def prune(
+    ref: RunArgument,
+    keep: Annotated[str | None, typer.Option(help="last:N (default: the run's train.keep)")] = None,
+    dry_run: Annotated[bool, typer.Option(help="only say which checkpoints would be deleted")] = False,
+) -> None:
+    """Delete a run's older checkpoints now; protected ones stay (the OOD peak and other picks, the starts of runs
+    from this one, checkpoints not evaluated yet or kept by hand), and their rows stay, marked pruned."""
+    from healer.retention import prune as prune_run
+
+    store = open_store()
+    run = store.find_run(ref)
+    steps = prune_run(store, run.id, keep, dry_run=dry_run)
+    if not steps:
+        out.print(f"run {run.id}: nothing to prune", markup=False)
+    elif dry_run:
+        out.print(f"run {run.id}: would delete checkpoints {', '.join(map(str, steps))}", markup=False)
 
 
 def _parent(row: dict) -> str:

@@ -2,22 +2,33 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from healer.evals import describe_eval
 from healer.presets import RunSpec
 from healer.retention import prune
-from healer.store import Eval, Run, Store
+from healer.store import Run, Store
+
+FINAL_ATTEMPTS = 5  # at the end of training, each waits out the busy timeout before the run fails
 
 
 class StoreCallback(TrainerCallback):
-    """Streams every log into the metrics table and registers every checkpoint as it is saved."""
+    """Streams every log into the metrics table and registers every checkpoint as it is saved.
+
+    A write the database refuses (another process held its lock past the busy timeout, the disk is full) is kept
+    and retried at the next log and at the end, in order, so a passing fault loses no rows and stops no training."""
 
     def __init__(self, store: Store, run_id: int) -> None:
         self.store = store
         self.run_id = run_id
+        self.pending: deque[Callable[[], object]] = deque()
 
     def on_log(
         self,
@@ -31,18 +42,47 @@ class StoreCallback(TrainerCallback):
             return
         numbers = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if numbers:
-            self.store.log_metrics(self.run_id, state.global_step, numbers)
+            step, now = state.global_step, time.time()
+            self.write(lambda: self.store.log_metrics(self.run_id, step, numbers, wall_time=now))
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if state.is_world_process_zero:
-            path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            self.store.add_checkpoint(self.run_id, state.global_step, str(path.resolve()))
-            prune(self.store, self.run_id)
+            step, path = state.global_step, str((Path(args.output_dir) / f"checkpoint-{state.global_step}").resolve())
+            if self.write(lambda: self.store.add_checkpoint(self.run_id, step, path)):
+                self.prune()
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:  # fmt: skip
         if state.is_world_process_zero:
-            prune(self.store, self.run_id)  # the last inline evaluation may have moved the peak
+            for attempt in range(FINAL_ATTEMPTS):
+                if self.flush(final=attempt == FINAL_ATTEMPTS - 1):
+                    break
+                time.sleep(1.0)
+            self.prune()  # the last inline evaluation may have moved the peak
+
+    def write(self, operation: Callable[[], object]) -> bool:
+        """Do a write now, after any still pending; True when nothing is left pending."""
+        self.pending.append(operation)
+        return self.flush()
+
+    def flush(self, final: bool = False) -> bool:
+        while self.pending:
+            try:
+                self.pending[0]()
+            except sqlite3.OperationalError as exc:
+                if final:
+                    raise
+                print(f"healer: the database refused a write ({exc}); {len(self.pending)} writes kept to retry",
+                      flush=True)  # fmt: skip
+                return False
+            self.pending.popleft()
+        return True
+
+    def prune(self) -> None:
+        try:
+            prune(self.store, self.run_id)
+        except sqlite3.OperationalError as exc:  # retention runs again at the next save, and after the run
+            print(f"healer: checkpoint retention skipped this time ({exc})", flush=True)
 
 
 class EvalCallback(TrainerCallback):
@@ -85,8 +125,3 @@ class EvalCallback(TrainerCallback):
 def queue_evaluations(run: Run, spec: RunSpec) -> bool:
     """eval.jobs: `queue`, `inline`, or `auto` = queue when a worker runs the run (it was queued)."""
     return spec.eval.jobs == "queue" or (spec.eval.jobs == "auto" and bool(run.queued))
-
-
-def describe_eval(e: Eval) -> str:
-    return (f"healer: eval step {e.step} {e.split}: {e.correct}/{e.n} = {e.accuracy:.3f} [{e.ci_low:.3f}, "
-            f"{e.ci_high:.3f}] loss {e.loss if e.loss is None else round(e.loss, 4)} ({e.seconds:.1f} s)")  # fmt: skip

@@ -50,10 +50,10 @@ def evaluate_checkpoint(store: Store, target: CheckpointRef, spec: RunSpec) -> l
 def run_eval_job(job: Run, store: Store) -> None:
     """An evaluation job: evaluate one checkpoint of its parent run with the parent's settings, stored under the
     parent's id and step, then let retention prune what the new evaluation no longer protects."""
+    from healer.evals import describe_eval
     from healer.presets import build_spec
     from healer.refs import resolve_checkpoint
     from healer.retention import prune
-    from healer.train.callbacks import describe_eval
 
     assert job.parent_run is not None and job.parent_step is not None
     parent = store.run(job.parent_run)

@@ -10,6 +10,7 @@ import traceback
 from types import FrameType
 
 from healer import paths
+from healer.errors import HealerError
 from healer.presets import RunSpec, build_spec
 from healer.store import Run, Status, Store
 
@@ -20,18 +21,40 @@ class RunCancelled(BaseException):
     """Raised in the main thread by SIGTERM or SIGINT; a BaseException so library code cannot swallow it."""
 
 
-def main(run_id: int) -> int:
+def main(run_ids: list[int]) -> int:
+    """Execute runs in turn; a batch of evaluation jobs goes on past one that fails, and a cancel (SIGTERM) ends
+    the one in progress and puts the rest back in the queue."""
     store = Store(paths.db_path())
-    run = store.run(run_id)
-    store.mark_running(run_id, pid=os.getpid(), host=socket.gethostname())
     _install_signal_handlers()
+    code = 0
+    for index, run_id in enumerate(run_ids):
+        try:
+            code = max(code, execute_one(store, run_id))
+        except RunCancelled:
+            for rest in run_ids[index + 1 :]:
+                if store.run(rest).started_at is None:
+                    store.requeue(rest)
+            return 130
+    return code
+
+
+def execute_one(store: Store, run_id: int) -> int:
+    """Mark the run running, heartbeat, execute it, record how it ended; its exit code."""
+    run = store.run(run_id)
+    if not store.mark_running(run_id, pid=os.getpid(), host=socket.gethostname()):
+        print(f"healer: run {run_id} was {run.status} before it began; skipped", flush=True)
+        return 0
     stop_heartbeat = _start_heartbeat(store.path, run_id)
     try:
         execute(store.run(run_id), build_spec(run.spec_dict, source=f"run {run_id}"), store)
     except RunCancelled as cancel:
         store.finish_run(run_id, Status.CANCELLED, exit_code=130, reason=str(cancel))
         print(f"healer: run {run_id} cancelled ({cancel})", flush=True)
-        return 130
+        raise
+    except HealerError as exc:  # a user-facing fault (a checkpoint gone or unreadable, ...): one line, no traceback
+        print(f"healer: error: {exc}", flush=True)
+        store.finish_run(run_id, Status.FAILED, exit_code=1, reason=str(exc)[:2000])
+        return 1
     except BaseException as exc:
         traceback.print_exc()
         store.finish_run(run_id, Status.FAILED, exit_code=1, reason=f"{type(exc).__name__}: {exc}"[:2000])
