@@ -79,7 +79,7 @@ def root_of(store: Store, run: Run) -> Run:
 
 def tree(store: Store, root: Run | None = None) -> list[dict[str, Any]]:
     """Runs as nested dicts, each with its children (runs started from its checkpoints) and accuracies."""
-    runs = [r for r in store.runs() if r.kind != "eval"]
+    runs = [r for r in store.runs() if r.kind not in ("eval", "spectra")]  # jobs and evaluation holders
     children: dict[int | None, list[Run]] = {}
     for r in runs:
         children.setdefault(r.parent_run if r.parent_run in {x.id for x in runs} else None, []).append(r)

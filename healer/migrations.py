@@ -146,6 +146,51 @@ def _0004(db: Database) -> None:
     # the claim order of Store.iter_queued, over the queued runs only: a worker reads the top of a deep queue
     # without sorting it (Store names it with INDEXED BY: the planner, with no statistics, sorted every queued run)
     db.execute(
-        "CREATE INDEX runs_claim_order ON runs((kind = 'eval' AND parent_run IS NOT NULL) DESC, priority DESC, id) "
+        "CREATE INDEX runs_claim_order ON runs((kind IN ('eval', 'spectra') AND parent_run IS NOT NULL) DESC, "
+        "priority DESC, id) "
         "WHERE queued = 1 AND status = 'queued'"
     )
+
+
+@MIGRATIONS(name="0005_spectra")
+def _0005(db: Database) -> None:
+    """Singular-vector rotation of checkpoints against a reference (healer spectra), and run parameters (edits)."""
+    db.execute("ALTER TABLE runs ADD COLUMN params TEXT")  # JSON: what an edit run did (reference, ranks, ...)
+    db.execute(
+        """
+        CREATE TABLE spectra (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            step INTEGER NOT NULL,
+            ref TEXT NOT NULL,                -- the reference: RUN@STEP, or a directory
+            ref_run INTEGER,                  -- its run and step, when it is a run's checkpoint
+            ref_step INTEGER,
+            param TEXT NOT NULL,              -- the state-dict key of the matrix
+            layer INTEGER NOT NULL,
+            module TEXT NOT NULL,             -- q, k, v, o, gate, up, down
+            side TEXT NOT NULL,               -- u (left singular vectors) or v (right)
+            k INTEGER NOT NULL,               -- subspace dimension, capped at the rank
+            n INTEGER NOT NULL,               -- dimension of the space the subspaces live in
+            forced_zero INTEGER NOT NULL,     -- max(0, 2k - n) angles that are 0 by dimension alone
+            mean_angle_deg REAL NOT NULL,
+            median_angle_deg REAL NOT NULL,
+            max_angle_deg REAL NOT NULL,
+            chordal REAL NOT NULL,            -- sqrt(sum sin^2 theta)
+            chordal_norm REAL NOT NULL,       -- chordal / sqrt(k)
+            sigma_rel_drift REAL NOT NULL,    -- mean |sigma_t - sigma_b| / sigma_b over the top k
+            energy_diag REAL,                 -- shares of |W_t - W_b|^2_F: rescaling inside the top-k subspaces,
+            energy_rotation REAL,             --   rotation inside them,
+            energy_outside REAL,              --   and outside them
+            gap_rel REAL,                     -- (sigma_k - sigma_k+1) / sigma_k of the checkpoint
+            method TEXT NOT NULL,             -- exact, fast, exact (fast fell back)
+            error_deg REAL,                   -- fast: estimated bound on the angle error
+            angles BLOB NOT NULL,             -- float32 degrees, ascending
+            sigma_drift BLOB NOT NULL,        -- float32 (sigma_t,i - sigma_b,i) / sigma_b,i, i <= k
+            seconds REAL NOT NULL,
+            settings TEXT NOT NULL,           -- JSON: k asked, method, modules
+            created_at TEXT NOT NULL,
+            UNIQUE (run_id, step, ref, layer, module, side)
+        )
+        """
+    )
+    db.execute("CREATE INDEX spectra_ref ON spectra(ref_run, ref_step)")

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from healer import paths
 from healer.errors import HealerError
+from healer.evals import PEAK_RULES
+from healer.spectral import MODULES, parse_modules
 
 
 def opt(default: Any, help: str) -> Any:
@@ -118,6 +120,26 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class SpectraSpec:
+    every_checkpoint: bool = opt(False, "measure the singular-vector rotation of every saved checkpoint against ref")
+    ref: str = opt(
+        "start",
+        "the reference: start (the model the run started from), base (the first model of its lineage), "
+        "parent@SELECTOR (a checkpoint of the run it started from, e.g. parent@peak-ood as in the paper), "
+        "RUN@STEP or a directory",
+    )
+    k: int = opt(768, "top-k singular subspaces compared (capped at each matrix's rank)")
+    modules: tuple[str, ...] = opt(MODULES, "decoder projections analysed: q, k, v, o, gate, up, down")
+    method: Literal["auto", "exact", "fast"] = opt(
+        "auto",
+        "exact (float64 Gram eigendecomposition), fast (subspace iteration from the reference's vectors, "
+        "exact where its error estimate exceeds 0.25 degrees), auto (fast where k is small against the rank)",
+    )
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto = CUDA when available")
+    jobs: Literal["auto", "queue", "inline"] = opt("auto", "as eval.jobs: queued for a worker, or in the run")
+
+
+@dataclass(frozen=True)
 class RLSpec:
     num_generations: int = opt(
         8, "completions sampled per prompt (a group); batch_size x grad_accum must be a multiple"
@@ -151,6 +173,7 @@ class RunSpec:
     lora: LoraSpec = opt(LoraSpec(), "LoRA adapters")
     eval: EvalSpec = opt(EvalSpec(), "evaluation of checkpoints")
     rl: RLSpec = opt(RLSpec(), "reinforcement learning (method grpo or rloo)")
+    spectra: SpectraSpec = opt(SpectraSpec(), "singular-vector rotation of checkpoints (healer spectra)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -294,6 +317,13 @@ def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
             raise HealerError(f"{source}: eval.{key} must be at least 1")
     if spec.task.eval_n < 1:
         raise HealerError(f"{source}: task.eval_n must be at least 1")
+    if spec.spectra.k < 1:
+        raise HealerError(f"{source}: spectra.k must be at least 1")
+    try:
+        parse_modules(spec.spectra.modules)
+    except HealerError as exc:
+        raise HealerError(f"{source}: spectra.{exc}") from None
+    check_spectra_ref(spec.spectra.ref, source)
     if keep_last(spec.train.keep, source) == 0:
         raise HealerError(
             f"{source}: train.keep = 'last:0' would delete the checkpoint a retry resumes from; use last:1"
@@ -324,6 +354,19 @@ def keep_last(keep: str, source: str = "preset") -> int | None:
     if match is None:
         raise HealerError(f'{source}: train.keep = {keep!r}: use "all" or "last:N" (e.g. last:3)')
     return int(match.group(1))
+
+
+SPECTRA_REFS = "start, base, parent@SELECTOR, RUN@STEP, RUN@SELECTOR or a directory"
+
+
+def check_spectra_ref(text: str, source: str) -> None:
+    """The shape of spectra.ref, checked when a preset loads (what it names is resolved when it is used)."""
+    if text in ("base", "start") or "@" not in text:
+        return
+    selector = text.rsplit("@", 1)[1]
+    if not selector.isdigit() and selector not in PEAK_RULES:
+        raise HealerError(f"{source}: spectra.ref = {text!r}: use {SPECTRA_REFS}; a selector is a step number or "
+                          f"one of {', '.join(PEAK_RULES)}")  # fmt: skip
 
 
 RL_METHODS = ("grpo", "rloo")

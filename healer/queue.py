@@ -133,19 +133,19 @@ def resolved_start(store: Store, run: Run) -> dict[str, Any]:
             "parent_run": ref.run.id if ref.run else None, "parent_step": ref.step if ref.run else None}  # fmt: skip
 
 
-def enqueue_eval(store: Store, run: Run, step: int, path: str) -> Run | None:
-    """Queue the ID/OOD evaluation of one of a run's checkpoints as a job for a worker (None: one is pending).
+def enqueue_job(store: Store, run: Run, step: int, path: str, kind: str = "eval") -> Run | None:
+    """Queue a job on one of a run's checkpoints for a worker: its ID/OOD evaluation (kind `eval`) or its spectra
+    (kind `spectra`); None when one is pending already.
 
-    The job is a `runs` row of kind `eval` whose parent is the checkpoint (parent_run, parent_step); it writes its
-    evaluations under the training run, so they read exactly as if the training process had made them."""
-    for job in store.eval_jobs(run.id):
-        if job.parent_step == step and job.status in (Status.QUEUED, Status.RUNNING):
+    The job is a `runs` row whose parent is the checkpoint (parent_run, parent_step); it writes its results under
+    the training run, so they read exactly as if the training process had made them."""
+    for job in store.checkpoint_jobs(run.id):
+        if job.kind == kind and job.parent_step == step and job.status in (Status.QUEUED, Status.RUNNING):
             return None
-    out_dir = Path(run.out_dir or store.path.parent / "runs" / f"{run.id:05d}") / "evals"
-    return store.create_run(kind="eval", method="eval", name=f"eval {run.id}@{step}", spec=run.spec_dict,
-                            model_path=path, parent_run=run.id, parent_step=step, queued=1,
-                            priority=run.priority, out_dir=str(out_dir),
-                            log_path=str(out_dir / f"step-{step}.log"))  # fmt: skip
+    out_dir = Path(run.out_dir or store.path.parent / "runs" / f"{run.id:05d}") / "jobs"
+    return store.create_run(kind=kind, method=kind, name=f"{kind} {run.id}@{step}", spec=run.spec_dict,
+                            model_path=path, parent_run=run.id, parent_step=step, queued=1, priority=run.priority,
+                            out_dir=str(out_dir), log_path=str(out_dir / f"{kind}-{step}.log"))  # fmt: skip
 
 
 def paused(store: Store) -> bool:

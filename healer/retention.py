@@ -34,9 +34,12 @@ def protected(store: Store, run: Run) -> dict[int, str]:
         selector = (waiting.start_ref or "").partition("@")[2]
         if selector.isdigit():
             reasons.setdefault(int(selector), f"start of queued run {waiting.id}")
-    for job in store.eval_jobs(run.id):
+    for step in store.spectra_reference_steps(run.id):
+        reasons.setdefault(step, "a spectra reference")
+    for job in store.checkpoint_jobs(run.id):
         if job.status in ACTIVE and job.parent_step is not None:
-            reasons.setdefault(job.parent_step, f"read by evaluation job {job.id}")
+            what = "evaluation" if job.kind == "eval" else job.kind
+            reasons.setdefault(job.parent_step, f"read by {what} job {job.id}")
     if spec.eval.every_checkpoint:
         wanted = set(spec.eval.splits)
         evaluated: dict[int, set[str]] = {}

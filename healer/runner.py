@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from healer import __version__
-from healer.presets import Preset
+from healer.presets import Preset, RunSpec
 from healer.store import FINISHED, Run, Status, Store, pid_alive
 
 CANCEL_GRACE_S = 30.0
@@ -53,6 +54,17 @@ def _create_run(store: Store, preset: Preset, parent_run: int | None, parent_ste
     )
     out_dir = store.path.parent / "runs" / f"{run.id:05d}-{_slug(spec.name)}"
     store.update_run(run.id, out_dir=str(out_dir), log_path=str(out_dir / "run.log"), **queue_columns)
+    return store.run(run.id)
+
+
+def holder_run(store: Store, path: str, spec: RunSpec) -> Run:
+    """The run that holds the evaluations and spectra of a directory no healer run produced (one per directory)."""
+    for run in store.runs():
+        if run.kind == "eval" and run.parent_run is None and run.model_path == path:
+            return run
+    spec = dataclasses.replace(spec, name=Path(path).name, model=dataclasses.replace(spec.model, path=path))
+    run = store.create_run(kind="eval", method="eval", name=spec.name, spec=spec.to_dict(), model_path=path)
+    store.finish_run(run.id, Status.DONE, exit_code=0)
     return store.run(run.id)
 
 

@@ -9,6 +9,7 @@ import math
 import os
 import sqlite3
 import time
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -53,7 +54,8 @@ class Status(StrEnum):
 
 
 FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
-EVAL_JOB = "(kind = 'eval' AND parent_run IS NOT NULL)"  # SQL for Run.is_eval_job
+JOB_KINDS = ("eval", "spectra")  # jobs a training run queues for each checkpoint it saves
+CHECKPOINT_JOB = "(kind IN ('eval', 'spectra') AND parent_run IS NOT NULL)"  # SQL for Run.is_checkpoint_job
 
 
 def utcnow() -> str:
@@ -95,15 +97,17 @@ class Run:
     worker: str | None = None
     assigned_gpus: str | None = None
     attempts: int = 0
+    params: str | None = None
 
     @property
     def spec_dict(self) -> dict[str, Any]:
         return json.loads(self.spec)
 
     @property
-    def is_eval_job(self) -> bool:
-        """An evaluation job of another run's checkpoint (parent_run@parent_step), queued as that run saved it."""
-        return self.kind == "eval" and self.parent_run is not None
+    def is_checkpoint_job(self) -> bool:
+        """A job on another run's checkpoint (parent_run@parent_step), queued as that run saved it: its evaluation
+        (kind eval) or its spectra (kind spectra)."""
+        return self.kind in JOB_KINDS and self.parent_run is not None
 
 
 @dataclass(frozen=True)
@@ -169,6 +173,57 @@ class EvalSample:
 @functools.cache
 def _field_names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """One side (u or v) of one matrix of one checkpoint, against one reference (the spectra table)."""
+
+    id: int
+    run_id: int
+    step: int
+    ref: str
+    ref_run: int | None
+    ref_step: int | None
+    param: str
+    layer: int
+    module: str
+    side: str
+    k: int
+    n: int
+    forced_zero: int
+    mean_angle_deg: float
+    median_angle_deg: float
+    max_angle_deg: float
+    chordal: float
+    chordal_norm: float
+    sigma_rel_drift: float
+    energy_diag: float | None
+    energy_rotation: float | None
+    energy_outside: float | None
+    gap_rel: float | None
+    method: str
+    error_deg: float | None
+    angles: bytes
+    sigma_drift: bytes
+    seconds: float
+    settings: str
+    created_at: str
+
+    @property
+    def angles_deg(self) -> list[float]:
+        return array("f", self.angles).tolist()
+
+    @property
+    def sigma_drifts(self) -> list[float]:
+        return array("f", self.sigma_drift).tolist()
+
+
+SPECTRA_COLUMNS = (
+    "param", "layer", "module", "side", "k", "n", "forced_zero", "mean_angle_deg", "median_angle_deg",
+    "max_angle_deg", "chordal", "chordal_norm", "sigma_rel_drift", "energy_diag", "energy_rotation", "energy_outside",
+    "gap_rel", "method", "error_deg", "seconds",
+)  # fmt: skip
 
 
 def _row(cls: type, row: sqlite3.Row) -> Any:
@@ -272,14 +327,14 @@ class Store:
     def children(self, run_id: int) -> list[Run]:
         """Runs started from this run's checkpoints (its evaluation jobs are not among them)."""
         rows = self.conn.execute(
-            "SELECT * FROM runs WHERE parent_run = ? AND kind != 'eval' ORDER BY id", [run_id]
+            f"SELECT * FROM runs WHERE parent_run = ? AND NOT {CHECKPOINT_JOB} ORDER BY id", [run_id]
         ).fetchall()
         return [_row(Run, r) for r in rows]
 
-    def eval_jobs(self, run_id: int) -> list[Run]:
-        """The queued evaluation jobs of a run's checkpoints (parent_step = the step they evaluate)."""
+    def checkpoint_jobs(self, run_id: int) -> list[Run]:
+        """The jobs on a run's checkpoints, evaluations and spectra (parent_step = the step they read)."""
         rows = self.conn.execute(
-            "SELECT * FROM runs WHERE parent_run = ? AND kind = 'eval' ORDER BY id", [run_id]
+            f"SELECT * FROM runs WHERE parent_run = ? AND {CHECKPOINT_JOB} ORDER BY id", [run_id]
         ).fetchall()
         return [_row(Run, r) for r in rows]
 
@@ -334,25 +389,27 @@ class Store:
         statement left open), so a worker that takes the first ready run never reads a deep queue."""
         after: list[int] = []
         while True:
-            where = f" AND ({EVAL_JOB} < ? OR ({EVAL_JOB} = ? AND (priority < ? OR (priority = ? AND id > ?))))"
+            job = CHECKPOINT_JOB
+            where = f" AND ({job} < ? OR ({job} = ? AND (priority < ? OR (priority = ? AND id > ?))))"
             rows = self.conn.execute(
-                f"SELECT *, {EVAL_JOB} AS eval_job FROM runs INDEXED BY runs_claim_order "
+                f"SELECT *, {CHECKPOINT_JOB} AS checkpoint_job FROM runs INDEXED BY runs_claim_order "
                 "WHERE queued = 1 AND status = 'queued'"
                 + (where if after else "")
-                + f" ORDER BY {EVAL_JOB} DESC, priority DESC, id LIMIT ?",
+                + f" ORDER BY {CHECKPOINT_JOB} DESC, priority DESC, id LIMIT ?",
                 [*after, page],
             ).fetchall()
             yield from (_row(Run, r) for r in rows)
             if len(rows) < page:
                 return
             last = rows[-1]
-            after = [last["eval_job"], last["eval_job"], last["priority"], last["priority"], last["id"]]
+            after = [last["checkpoint_job"], last["checkpoint_job"], last["priority"], last["priority"], last["id"]]
 
-    def queued_eval_jobs(self, limit: int) -> list[Run]:
-        """The evaluation jobs waiting for a worker, in the order it takes them."""
+    def queued_checkpoint_jobs(self, limit: int) -> list[Run]:
+        """The checkpoint jobs waiting for a worker, in the order it takes them."""
         rows = self.conn.execute(
-            f"SELECT * FROM runs INDEXED BY runs_claim_order WHERE queued = 1 AND status = 'queued' AND {EVAL_JOB} "
-            f"ORDER BY {EVAL_JOB} DESC, priority DESC, id LIMIT ?",
+            "SELECT * FROM runs INDEXED BY runs_claim_order WHERE queued = 1 AND status = 'queued' "
+            f"AND {CHECKPOINT_JOB} "
+            f"ORDER BY {CHECKPOINT_JOB} DESC, priority DESC, id LIMIT ?",
             [limit],
         ).fetchall()
         return [_row(Run, r) for r in rows]
@@ -517,6 +574,43 @@ class Store:
             EvalSample(**{**{k: r[k] for k in r.keys()}, "correct": bool(r["correct"])})  # noqa: SIM118
             for r in rows
         ]
+
+    # -- spectra ----------------------------------------------------------------------------------
+
+    def record_spectra(self, run_id: int, step: int, ref: str, ref_run: int | None, ref_step: int | None,
+                       settings: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]) -> int:  # fmt: skip
+        """Store one checkpoint's spectra against one reference in one transaction, replacing an earlier reading."""
+        now, settings_json = utcnow(), json.dumps(settings, sort_keys=True)
+        records = [
+            [run_id, step, ref, ref_run, ref_step, *(r[c] for c in SPECTRA_COLUMNS),
+             array("f", r["angles_deg"]).tobytes(), array("f", r["sigma_drift"]).tobytes(), settings_json, now]
+            for r in rows
+        ]  # fmt: skip
+        columns = ("run_id", "step", "ref", "ref_run", "ref_step", *SPECTRA_COLUMNS, "angles", "sigma_drift",
+                   "settings", "created_at")  # fmt: skip
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[3:])
+        with self.db.atomic():
+            self.conn.executemany(
+                f"INSERT INTO spectra ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                f"ON CONFLICT (run_id, step, ref, layer, module, side) DO UPDATE SET {updates}",
+                records,
+            )
+        return len(records)
+
+    def spectra(self, run_id: int, step: int | None = None, ref: str | None = None) -> list[Spectrum]:
+        """A run's spectra rows by step, layer, module and side; optionally one step, one reference."""
+        sql, params = "SELECT * FROM spectra WHERE run_id = ?", [run_id]
+        for column, value in (("step", step), ("ref", ref)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        rows = self.conn.execute(sql + " ORDER BY step, layer, module, side", params).fetchall()
+        return [_row(Spectrum, r) for r in rows]
+
+    def spectra_reference_steps(self, run_id: int) -> set[int]:
+        """Steps of this run's checkpoints that some spectra were measured against."""
+        rows = self.conn.execute("SELECT DISTINCT ref_step FROM spectra WHERE ref_run = ?", [run_id]).fetchall()
+        return {r[0] for r in rows if r[0] is not None}
 
     def last_step(self, run_id: int) -> int | None:
         row = self.conn.execute("SELECT MAX(step) FROM metrics WHERE run_id = ?", [run_id]).fetchone()

@@ -109,6 +109,7 @@ class Worker:
     memory: Callable[[], dict[str, tuple[int, int]]] = gpu_memory
     _stamped: float = 0.0
     _memory: dict[str, tuple[int, int]] | None = None  # nvidia-smi's answer, asked at most once per poll
+    scope: set[int] | None = None  # only these runs and their evaluation jobs (`healer demo`); None: the whole queue
 
     def __post_init__(self) -> None:
         if self.eval_policy not in EVAL_POLICIES:
@@ -134,7 +135,7 @@ class Worker:
                 self.store.set_setting(f"{WORKER_PREFIX}{self.name}", str(self._stamped))  # `queue add` looks
             self.reap_children()
             started = self.start_ready()
-            if self.exit_when_idle and not self.children and not started and not self.store.has_queued():
+            if self.exit_when_idle and not self.children and not started and self._nothing_left():
                 self.say("worker: the queue is empty; exiting")
                 break
             time.sleep(POLL_S)
@@ -142,6 +143,14 @@ class Worker:
         if self.children:
             self.say(f"worker: stopping; {len(self.children)} processes keep running and record their own end")
         return 0
+
+    def _nothing_left(self) -> bool:
+        if self.scope is None:
+            return not self.store.has_queued()
+        return not any(self.in_scope(r) for r in self.store.queued_runs())
+
+    def in_scope(self, run: Run) -> bool:
+        return self.scope is None or run.id in self.scope or (run.is_checkpoint_job and run.parent_run in self.scope)
 
     def reap_children(self) -> None:
         for child in list(self.children):
@@ -168,15 +177,16 @@ class Worker:
         for run in queue.ready_runs(self.store, self._fail):
             if self._full():
                 break
-            if run.id in taken:
+            if run.id in taken or not self.in_scope(run):
                 continue
-            if run.is_eval_job:
+            if run.is_checkpoint_job:
                 side = self.eval_policy in ("share", "cpu")
                 gpus = self._eval_gpus(run) if side else self._slot_gpus(run)
                 if gpus is None:
                     continue
-                others = self.store.queued_eval_jobs(EVAL_BATCH + len(taken))
-                batch = [run, *(j for j in others if j.id != run.id and j.id not in taken)][:EVAL_BATCH]
+                others = self.store.queued_checkpoint_jobs(EVAL_BATCH + len(taken))
+                others = [j for j in others if j.id != run.id and j.id not in taken and self.in_scope(j)]
+                batch = [run, *others][:EVAL_BATCH]
                 taken.update(j.id for j in batch)
                 started += self._start(batch, gpus, side=side)
                 continue
@@ -201,7 +211,7 @@ class Worker:
         if sum(not c.side for c in self.children) >= self.max_parallel:
             return None  # an evaluation further down may still start beside the runs
         wanted = run.gpus if run.gpus is not None else (1 if self.gpus else 0)
-        if run.is_eval_job:
+        if run.is_checkpoint_job:
             wanted = min(wanted, 1)
         if wanted > len(self.gpus):
             self._fail(run, f"asks for {wanted} GPUs; this worker has {len(self.gpus)} ({','.join(self.gpus)})")

@@ -46,10 +46,10 @@ def test_workers_take_evaluation_jobs_first_then_priority_then_age(tmp_path: Pat
         made.append(store.create_run(kind="eval" if job else "sft", method="eval" if job else "sft", name=f"r{i}",
                                      spec={}, queued=1, priority=i % 3, parent_run=1 if job else None))  # fmt: skip
     store.create_run(kind="eval", method="eval", name="a directory's evaluations", spec={}, queued=1, priority=9)
-    expected = sorted(store.queued_runs(), key=lambda r: (not r.is_eval_job, -r.priority, r.id))
+    expected = sorted(store.queued_runs(), key=lambda r: (not r.is_checkpoint_job, -r.priority, r.id))
     assert [r.id for r in store.iter_queued(page=4)] == [r.id for r in expected], "pages join in claim order"
-    assert [r.id for r in store.queued_eval_jobs(3)] == [r.id for r in expected[:3]]
-    assert all(r.is_eval_job for r in expected[:5]) and not expected[5].is_eval_job
+    assert [r.id for r in store.queued_checkpoint_jobs(3)] == [r.id for r in expected[:3]]
+    assert all(r.is_checkpoint_job for r in expected[:5]) and not expected[5].is_checkpoint_job
 
 
 # -- the worker's placement of evaluation jobs --------------------------------------------------------------------
@@ -149,8 +149,8 @@ def test_a_peak_is_not_picked_while_evaluation_jobs_are_pending(tmp_path: Path) 
         record(store, run.id, step, "id", 50)
     record(store, run.id, 5, "ood", 40)
     store.finish_run(run.id, Status.DONE, exit_code=0)
-    job = queue.enqueue_eval(store, run, 10, str(tmp_path / "c10"))
-    assert queue.enqueue_eval(store, run, 10, str(tmp_path / "c10")) is None, "one pending job per checkpoint"
+    job = queue.enqueue_job(store, run, 10, str(tmp_path / "c10"))
+    assert queue.enqueue_job(store, run, 10, str(tmp_path / "c10")) is None, "one pending job per checkpoint"
     with pytest.raises(HealerError, match="1 evaluation jobs of run 1 are not done yet"):
         resolve_checkpoint(store, f"{run.id}@peak-ood")
     wait = queue.wait_for_start(store, f"{run.id}@peak-ood")
@@ -176,7 +176,7 @@ def test_keep_last_n_prunes_only_what_nothing_protects(healer_home: Path) -> Non
         ood, ind, loss = {20: 90}.get(step, 10), {30: 99}.get(step, 50), {40: 0.1}.get(step, 1.0)
         record(store, run.id, step, "id", ind, loss=loss)
         record(store, run.id, step, "ood", ood)
-    queue.enqueue_eval(store, run, 60, str(healer_home / "ckpts" / "checkpoint-60"))
+    queue.enqueue_job(store, run, 60, str(healer_home / "ckpts" / "checkpoint-60"))
     store.create_run(kind="rl", method="grpo", name="from 10", spec={}, queued=1, start_ref=f"{run.id}@10")
     healer("runs", "keep", f"{run.id}@50", check=True)
 

@@ -1,61 +1,71 @@
 """`healer demo`: the whole loop on a CPU with the tiny model healer builds itself."""
 
+import dataclasses
 import json
 import os
-import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from healer import heal as sweep
-from healer import paths, report
+from healer import paths, queue, report
 from healer.cli.common import App, err, open_store, out
 from healer.cli.evaluate import print_accuracy
-from healer.cli.heal import print_heal_table, run_sweep
-from healer.cli.runs import EXIT_CODES, print_run_summary, start_run, tree
+from healer.cli.heal import print_heal_table
+from healer.cli.runs import EXIT_CODES, print_run_summary, tree
 from healer.errors import HealerError
 from healer.evals import by_step
 from healer.presets import Preset, build_spec, load_preset
-from healer.runner import run_foreground
+from healer.runner import reap, stop
 from healer.store import Run, Status, Store
 
 STAGE0, STAGE1, STAGE2 = "tiny-pretrain", "tiny-sft", "tiny-grpo"
 # The control for stage 2: SFT continued from the same checkpoint at GRPO's learning rate and step count, so that
 # "RL healed" can be told apart from "gentler training after aggressive SFT recovers a little".
+PICKS = ("peak-ood", "last")  # stage 2 starts GRPO from these checkpoints of stage 1
 CONTROL = ["train.lr=1e-4", "train.max_steps=100", "train.save_steps=25", "train.warmup_steps=5", "name='sft-control'"]
 
 
 def demo(
     home: Annotated[Path | None, typer.Option(help="use this directory as $HEALER_HOME for the demo")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="do not echo the training logs")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="do not print the worker's lines")] = False,
 ) -> None:
     """Teach the offline tiny model to read a rule, fine-tune it on ID data only and watch OOD accuracy fall, then
-    run GRPO from the OOD peak and the last checkpoint (with an SFT control) and see what it recovers."""
+    run GRPO from the OOD peak and the last checkpoint (with an SFT control) and see what it recovers. Every stage
+    goes through the queue: the runs wait for the checkpoints they start from, each checkpoint's evaluation is a
+    job, and a worker runs them all, one subprocess each."""
     if home is not None:
         os.environ["HEALER_HOME"] = str(home.expanduser().resolve())
         os.environ.pop("HEALER_DB", None)
     store = open_store()
-    echo = None if quiet else sys.stderr
     pretrain = load_preset(STAGE0)
     stage0 = cached_stage0(store, pretrain)
+    plan = []
     if stage0 is None:
-        err.print("stage 0 (about 7 minutes, once): card-sum hands under a mixture of rules, so the model learns to "
-                  "read the rule from the prompt", markup=False)  # fmt: skip
-        stage0 = run_foreground(store, start_run(store, pretrain, None), echo)
-        if stage0.status != Status.DONE:
-            _stop(store, stage0)
+        stage0 = queue.add(store, pretrain)
+        plan.append(f"run {stage0.id} {STAGE0} (stage 0, about 7 minutes, once): card-sum hands under a mixture of "
+                    "rules, so the model learns to read the rule from the prompt")  # fmt: skip
     else:
         err.print(f"stage 0: reusing run {stage0.id} ({STAGE0}, done {stage0.finished_at})", markup=False)
-    err.print(f"stage 1: ID-only SFT from run {stage0.id}@last, ID and OOD evaluated at every checkpoint", markup=False)
-    stage1 = run_foreground(store, start_run(store, load_preset(STAGE1), f"{stage0.id}@last"), echo)
-    if stage1.status != Status.DONE:
-        _stop(store, stage1)
-    err.print(f"stage 2: GRPO on ID prompts from run {stage1.id}@peak-ood and {stage1.id}@last (the heal sweep), and "
-              "a control: SFT continued from @last at GRPO's learning rate", markup=False)  # fmt: skip
-    starts = sweep.choose_starts(store, stage1, at="peak-ood,last")
-    healed = run_sweep(store, stage1, load_preset(STAGE2), starts, echo)
-    control = run_foreground(store, start_run(store, load_preset(STAGE1, CONTROL), f"{stage1.id}@last"), echo)
+    stage1 = queue.add(store, load_preset(STAGE1), start=f"{stage0.id}@last")
+    plan.append(f"run {stage1.id} {STAGE1} (stage 1): ID-only SFT from run {stage0.id}@last, each checkpoint's ID "
+                "and OOD evaluation queued as a job")  # fmt: skip
+    healed = [queue.add(store, _from(load_preset(STAGE2), pick), start=f"{stage1.id}@{pick}") for pick in PICKS]
+    plan += [f"run {r.id} {r.name} (stage 2): GRPO on ID prompts from run {stage1.id}@{pick}, picked once run "
+             f"{stage1.id} and its evaluations are done" for r, pick in zip(healed, PICKS, strict=True)]  # fmt: skip
+    control = queue.add(store, load_preset(STAGE1, CONTROL), start=f"{stage1.id}@last")
+    plan.append(f"run {control.id} {control.name} (stage 2, the control): SFT continued from run {stage1.id}@last "
+                "at GRPO's learning rate for as many steps")  # fmt: skip
+    err.print("queued:\n  " + "\n  ".join(plan), markup=False)
+    work_through(store, {stage0.id, stage1.id, *(r.id for r in healed), control.id}, quiet)
+
+    stage0, stage1 = store.run(stage0.id), store.run(stage1.id)
+    healed, control = [store.run(r.id) for r in healed], store.run(control.id)
+    for run in (stage0, stage1):
+        if run.status != Status.DONE:
+            _stop(store, run)
     out.print()
     print_run_summary(store, stage1)
     print_accuracy(report.run_detail(store, stage1))
@@ -65,12 +75,41 @@ def demo(
     out.print()
     tree(str(stage1.id), json_out=False)
     out.print(f"\ndatabase: {paths.db_path()}", markup=False)
-    out.print(f"next: healer runs show {stage1.id}  |  healer heal {stage1.id} --report  |  "
-              f"healer metrics {healed[-1].id if healed else stage1.id} --lineage  |  healer eval samples "
-              f"{stage1.id}@last --split ood --wrong", markup=False)  # fmt: skip
+    out.print(f"next: healer queue ls --all  |  healer runs show {stage1.id}  |  healer heal {stage1.id} --report  |  "
+              f"healer metrics {healed[-1].id} --lineage  |  healer eval samples {stage1.id}@last --split ood "
+              "--wrong", markup=False)  # fmt: skip
     failed = [r for r in [*healed, control] if r.status != Status.DONE]
     if failed:
         raise typer.Exit(EXIT_CODES.get(Status(failed[0].status), 1))
+
+
+def work_through(store: Store, runs: set[int], quiet: bool) -> None:
+    """A worker for the demo's runs and their evaluation jobs (not for other runs in the queue), until all are done;
+    Ctrl-C cancels the run in progress."""
+    from healer.worker import Worker, parse_gpus
+
+    def say(line: str) -> None:
+        if not quiet:
+            err.print(f"{time.strftime('%H:%M:%S')} {line}", markup=False)
+
+    gpus = parse_gpus("auto")
+    worker = Worker(store, gpus, max(1, len(gpus)), exit_when_idle=True, say=say, scope=runs)
+    worker.run()
+    if not worker.stopping:
+        return
+    for child in worker.children:  # Ctrl-C: the demo's runs end with it, none is left for a later worker
+        stop(child.process)
+        for run_id in child.run_ids:
+            reap(store, run_id, child.process.returncode, cancelled=True)
+    for run in store.queued_runs():
+        if worker.in_scope(run):
+            store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="the demo was interrupted")
+    err.print("demo interrupted; its runs are cancelled", markup=False)
+    raise typer.Exit(130)
+
+
+def _from(preset: Preset, pick: str) -> Preset:
+    return dataclasses.replace(preset, spec=dataclasses.replace(preset.spec, name=f"{preset.spec.name}-from-{pick}"))
 
 
 def print_control(store: Store, sft: Run, control: Run) -> None:

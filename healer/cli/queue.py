@@ -126,7 +126,7 @@ def cancel(
         store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="cancelled before it started")
         out.print(f"run {run.id} cancelled before it started", markup=False)
         return
-    if run.is_eval_job and run.started_at is None:  # claimed into a batch, not begun: its process will skip it
+    if run.is_checkpoint_job and run.started_at is None:  # claimed into a batch, not begun: its process will skip it
         store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="cancelled before it started")
         out.print(f"run {run.id} cancelled before it started", markup=False)
         return

@@ -86,7 +86,7 @@ def ls(
     """List runs, oldest first."""
     store = open_store()
     reap_dead(store)
-    runs = [r for r in store.runs() if show_all or not r.is_eval_job]
+    runs = [r for r in store.runs() if show_all or not r.is_checkpoint_job]
     rows = [report.run_row(store, r) for r in runs]
     if json_out:
         print_json(rows)

@@ -85,36 +85,51 @@ class StoreCallback(TrainerCallback):
             print(f"healer: checkpoint retention skipped this time ({exc})", flush=True)
 
 
-class EvalCallback(TrainerCallback):
-    """Evaluates the starting model (step 0) and every checkpoint as it is saved: in this process (`inline`), or
-    by queueing an evaluation job per checkpoint for a worker (`queue`), so that training never waits for it."""
+class CheckpointJobs(TrainerCallback):
+    """Work on the starting model (step 0) and on every checkpoint as it is saved: in this process (`inline`, the
+    run pauses), or queued as a job per checkpoint for a worker (`queue`), so that training never waits for it."""
+
+    kind = ""  # the job kind: eval or spectra
+    what = ""  # for the log: "its evaluation"
 
     def __init__(self, store: Store, run: Run, spec: RunSpec, tokenizer: Any) -> None:
         self.store = store
         self.run = run
         self.spec = spec
         self.tokenizer = tokenizer
-        self.queue_jobs = queue_evaluations(run, spec)
+        self.queue_jobs = queue_jobs(run, getattr(spec, self.kind).jobs)
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        model: Any = None, **kwargs: Any) -> None:  # fmt: skip
         if state.global_step == 0 and state.is_world_process_zero:
-            self._evaluate(0, self.spec.model.path, model)
+            self._dispatch(0, self.spec.model.path, model)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None,
                 **kwargs: Any) -> None:  # fmt: skip
         if state.is_world_process_zero:
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            self._evaluate(state.global_step, str(path.resolve()), model)
+            self._dispatch(state.global_step, str(path.resolve()), model)
 
-    def _evaluate(self, step: int, path: str, model: Any) -> None:
-        if self.queue_jobs:
-            from healer.queue import enqueue_eval
-
-            job = enqueue_eval(self.store, self.store.run(self.run.id), step, path)
-            if job is not None:
-                print(f"healer: step {step}: queued its evaluation as job {job.id}", flush=True)
+    def _dispatch(self, step: int, path: str, model: Any) -> None:
+        if not self.queue_jobs:
+            self.inline(step, path, model)
             return
+        from healer.queue import enqueue_job
+
+        job = enqueue_job(self.store, self.store.run(self.run.id), step, path, self.kind)
+        if job is not None:
+            print(f"healer: step {step}: queued {self.what} as job {job.id}", flush=True)
+
+    def inline(self, step: int, path: str, model: Any) -> None:
+        raise NotImplementedError
+
+
+class EvalCallback(CheckpointJobs):
+    """ID and OOD evaluation of every checkpoint (eval.every_checkpoint)."""
+
+    kind, what = "eval", "its evaluation"
+
+    def inline(self, step: int, path: str, model: Any) -> None:
         from healer.train.evaluate import evaluate
 
         for e in evaluate(self.store, run_id=self.run.id, step=step, checkpoint_path=path, model=model,
@@ -122,6 +137,19 @@ class EvalCallback(TrainerCallback):
             print(describe_eval(e), flush=True)
 
 
-def queue_evaluations(run: Run, spec: RunSpec) -> bool:
-    """eval.jobs: `queue`, `inline`, or `auto` = queue when a worker runs the run (it was queued)."""
-    return spec.eval.jobs == "queue" or (spec.eval.jobs == "auto" and bool(run.queued))
+class SpectraCallback(CheckpointJobs):
+    """Singular-vector rotation of every checkpoint against spectra.ref (spectra.every_checkpoint), read from the
+    checkpoint as saved."""
+
+    kind, what = "spectra", "its spectra"
+
+    def inline(self, step: int, path: str, model: Any) -> None:
+        from healer.spectra import measure_in_run
+
+        measure_in_run(self.store, self.store.run(self.run.id), step, self.spec,
+                       say=lambda line: print(line, flush=True))  # fmt: skip
+
+
+def queue_jobs(run: Run, jobs: str) -> bool:
+    """eval.jobs / spectra.jobs: `queue`, `inline`, or `auto` = queue when a worker runs the run (it was queued)."""
+    return jobs == "queue" or (jobs == "auto" and bool(run.queued))

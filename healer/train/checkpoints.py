@@ -9,7 +9,8 @@ from typing import Any
 
 from healer.presets import RunSpec
 from healer.refs import CheckpointRef
-from healer.store import Eval, Run, Status, Store
+from healer.runner import holder_run
+from healer.store import Eval, Run, Store
 
 
 def load_for_inference(path: str, spec: RunSpec, tokenizer_fallback: str | None = None) -> tuple[Any, Any]:
@@ -40,7 +41,7 @@ def evaluate_checkpoint(store: Store, target: CheckpointRef, spec: RunSpec) -> l
     from healer.train.sft import quiet_progress_bars
 
     quiet_progress_bars()
-    run = target.run or _eval_run(store, target.path, spec)
+    run = target.run or holder_run(store, target.path, spec)
     fallback = target.run.model_path if target.run else None
     model, tokenizer = load_for_inference(target.path, spec, fallback)
     return evaluate(store, run_id=run.id, step=target.step, checkpoint_path=target.path, model=model,
@@ -64,14 +65,3 @@ def run_eval_job(job: Run, store: Store) -> None:
     for e in evaluate_checkpoint(store, target, spec):
         print(describe_eval(e), flush=True)
     prune(store, parent.id)
-
-
-def _eval_run(store: Store, path: str, spec: RunSpec) -> Any:
-    """The run that holds evaluations of a directory no healer run produced (one per directory)."""
-    for run in store.runs():
-        if run.kind == "eval" and run.model_path == path:
-            return run
-    spec = dataclasses.replace(spec, name=Path(path).name, model=dataclasses.replace(spec.model, path=path))
-    run = store.create_run(kind="eval", method="eval", name=spec.name, spec=spec.to_dict(), model_path=path)
-    store.finish_run(run.id, Status.DONE, exit_code=0)
-    return store.run(run.id)

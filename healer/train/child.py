@@ -68,10 +68,14 @@ def execute_one(store: Store, run_id: int) -> int:
 
 def execute(run: Run, spec: RunSpec, store: Store) -> None:
     """Dispatch on the method; each method's module has one `run(run, spec, store)`."""
-    if run.kind == "eval":
+    if run.kind == "eval" and run.is_checkpoint_job:
         from healer.train.checkpoints import run_eval_job
 
         run_eval_job(run, store)
+    elif run.kind == "spectra":
+        from healer.spectra import run_spectra_job
+
+        run_spectra_job(run, store)
     elif spec.method == "sft":
         from healer.train import sft
 

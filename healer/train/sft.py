@@ -44,11 +44,13 @@ def resume_checkpoint(store: Store, run: Run) -> str | None:
 
 def training_callbacks(store: Store, run: Run, spec: RunSpec, tokenizer: Any) -> list[Any]:
     """Metrics and checkpoints to the store; evaluation of each checkpoint when the spec asks for it."""
-    from healer.train.callbacks import EvalCallback, StoreCallback
+    from healer.train.callbacks import EvalCallback, SpectraCallback, StoreCallback
 
     callbacks: list[Any] = [StoreCallback(store, run.id)]
     if spec.eval.every_checkpoint:
         callbacks.append(EvalCallback(store, run, spec, tokenizer))
+    if spec.spectra.every_checkpoint:
+        callbacks.append(SpectraCallback(store, run, spec, tokenizer))
     return callbacks
 
 

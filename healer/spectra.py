@@ -1,0 +1,161 @@
+"""Spectra of checkpoints: which reference a checkpoint is read against, measuring it (healer.spectral, torch, in
+this process) and storing the rows, and the readings `healer spectra show` draws. Imports no torch itself."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from healer import paths
+from healer.errors import HealerError
+from healer.lineage import root_of
+from healer.presets import RunSpec, SpectraSpec, build_spec
+from healer.refs import CheckpointRef, resolve_checkpoint
+from healer.runner import holder_run
+from healer.spectral import MODULES, parse_modules
+from healer.store import Run, Spectrum, Store
+
+JSON_FIELDS = (
+    "param", "layer", "module", "side", "k", "n", "mean_angle_deg", "median_angle_deg", "max_angle_deg", "chordal",
+    "chordal_norm", "forced_zero", "sigma_rel_drift", "energy_diag", "energy_rotation", "energy_outside", "gap_rel",
+    "method", "error_deg",
+)  # fmt: skip
+
+
+def resolve_reference(store: Store, target: CheckpointRef, text: str) -> CheckpointRef:
+    """base: the first model of the target's lineage; start: the model its run started from; parent@SELECTOR: a
+    checkpoint of the run its run started from; anything else as a checkpoint reference (RUN@STEP, a directory)."""
+    text = text.strip()
+    run = target.run
+    if text in ("base", "start") or text.startswith("parent@"):
+        if run is None:
+            raise HealerError(f"--ref {text} needs a run's checkpoint; {target.path} belongs to no run: give --ref "
+                              "RUN@STEP or a directory")  # fmt: skip
+        if text == "start":
+            return CheckpointRef(run, 0, run.model_path or "")
+        if text == "base":
+            root = root_of(store, run)
+            return CheckpointRef(root, 0, root.model_path or "")
+        if run.parent_run is None:
+            raise HealerError(f"--ref {text}: run {run.id} did not start from another run's checkpoint")
+        selector = text.split("@", 1)[1]
+        return resolve_checkpoint(store, f"{run.parent_run}@{selector}")
+    return resolve_checkpoint(store, text)
+
+
+def label(ref: CheckpointRef) -> str:
+    return f"{ref.run.id}@{ref.step}" if ref.run else ref.path
+
+
+def settings_of(spectra: SpectraSpec, **changes: Any) -> Any:
+    """The analysis settings of a spectra section, with CLI changes (k, modules, method, device)."""
+    from healer.spectral.analyze import Settings
+
+    values = {"k": spectra.k, "modules": parse_modules(spectra.modules), "method": spectra.method,
+              "device": spectra.device}  # fmt: skip
+    values.update({k: v for k, v in changes.items() if v is not None})
+    values["modules"] = parse_modules(values["modules"])
+    return Settings(**values)
+
+
+def measure(store: Store, target: CheckpointRef, reference: CheckpointRef, settings: Any,
+            say: Callable[[str], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Measure a checkpoint against a reference and store the rows under the checkpoint's run and step (a bare
+    directory gets a holder run, as its evaluations do)."""
+    from healer.spectral.analyze import analyse, cache_for
+
+    rows = list(analyse(target.path, reference.path, settings, cache_for(paths.home()), say))
+    holder = target.run or holder_run(store, target.path, RunSpec())
+    recorded = {"k": settings.k, "modules": list(settings.modules), "method": settings.method,
+                "reference_path": reference.path}  # fmt: skip
+    store.record_spectra(holder.id, target.step, label(reference), reference.run.id if reference.run else None,
+                         reference.step if reference.run else None, recorded, rows)  # fmt: skip
+    return rows
+
+
+def measure_in_run(store: Store, run: Run, step: int, spec: RunSpec, say: Callable[[str], None] = print) -> None:
+    """spectra.every_checkpoint: one checkpoint of a run against the run's spectra.ref (inline, or as a job)."""
+    target = resolve_checkpoint(store, f"{run.id}@{step}") if step else CheckpointRef(run, 0, run.model_path or "")
+    reference = resolve_reference(store, target, spec.spectra.ref)
+    if reference.path == target.path:
+        return  # the checkpoint is its own reference: nothing to measure
+    rows = measure(store, target, reference, settings_of(spec.spectra))
+    u = [r for r in rows if r["side"] == "u"]
+    mean = sum(r["mean_angle_deg"] for r in u) / len(u)
+    drift = sum(r["sigma_rel_drift"] for r in u) / len(u)
+    say(f"healer: spectra step {step} against {label(reference)}: {len(u)} matrices, mean angle {mean:.2f}° (u), "
+        f"mean singular-value drift {100 * drift:.2f} %")  # fmt: skip
+
+
+def run_spectra_job(job: Run, store: Store) -> None:
+    assert job.parent_run is not None and job.parent_step is not None
+    parent = store.run(job.parent_run)
+    spec = build_spec(parent.spec_dict, source=f"run {parent.id}")
+    measure_in_run(store, parent, job.parent_step, spec)
+
+
+def json_row(s: Spectrum | dict[str, Any], full: bool) -> dict[str, Any]:
+    """One row of `healer spectra --json`; with full, the sorted angles and the singular-value drifts."""
+    get = s.get if isinstance(s, dict) else lambda name: getattr(s, name)
+    row = {name: get(name) for name in JSON_FIELDS}
+    if full:
+        row["angles_deg"] = get("angles_deg")
+        row["sigma_drift"] = get("sigma_drift") if isinstance(s, dict) else s.sigma_drifts
+    return row
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """Mean angles as rows × columns, for the terminal heatmap, with the singular-value drift per row."""
+
+    title: str
+    columns: list[str]
+    rows: list[tuple[str, list[float | None], float | None]]
+
+
+def layer_by_module(spectra: list[Spectrum], step: int, side: str) -> Grid:
+    """One checkpoint: a row per layer, a column per module."""
+    cells = {(s.layer, s.module): s for s in spectra if s.step == step and s.side == side}
+    modules = [m for m in MODULES if any(mod == m for _, mod in cells)]
+    layers = sorted({layer for layer, _ in cells})
+    rows = []
+    for layer in layers:
+        found = [cells.get((layer, m)) for m in modules]
+        drifts = [c.sigma_rel_drift for c in found if c is not None]
+        rows.append((str(layer), [c.mean_angle_deg if c else None for c in found], _mean(drifts)))
+    return Grid(f"step {step}: mean principal angle (°, side {side}) per layer × module", modules, rows)
+
+
+def layer_by_step(spectra: list[Spectrum], module: str, side: str) -> Grid:
+    """One module: a row per layer, a column per checkpoint."""
+    cells = {(s.layer, s.step): s for s in spectra if s.module == module and s.side == side}
+    steps = sorted({step for _, step in cells})
+    layers = sorted({layer for layer, _ in cells})
+    rows = []
+    for layer in layers:
+        found = [cells.get((layer, step)) for step in steps]
+        last = next((c for c in reversed(found) if c is not None), None)
+        rows.append(
+            (str(layer), [c.mean_angle_deg if c else None for c in found], last.sigma_rel_drift if last else None)
+        )
+    title = f"module {module}: mean principal angle (°, side {side}) per layer × checkpoint step"
+    return Grid(title, [str(s) for s in steps], rows)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+ANGLE_STYLES = ("grey50", "cyan", "green", "yellow", "dark_orange", "bold red")  # cool to hot
+
+
+def angle_bucket(angle: float, top: float, buckets: int = len(ANGLE_STYLES)) -> int:
+    """Which of `buckets` equal bands of [0, top] an angle falls in (the heatmap's colour); 0 for a zero scale."""
+    if top <= 0 or angle <= 0:
+        return 0
+    return min(buckets - 1, int(buckets * angle / top))
+
+
+def angle_style(angle: float, top: float) -> str:
+    return ANGLE_STYLES[angle_bucket(angle, top)]

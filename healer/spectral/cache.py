@@ -1,0 +1,57 @@
+"""The reference's decompositions, computed once and kept on disk, one file per matrix content and rank count.
+
+The key is the matrix's bytes (CRC-32 and Adler-32 over them, with shape and dtype), not its path: a reference
+re-saved elsewhere is found again, a changed one never is, and the same base model shared by many runs is
+decomposed once.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import torch
+
+from healer.spectral.linalg import TopK
+
+VERSION = 1  # bump when what is stored changes
+
+
+def content_key(tensor: torch.Tensor) -> str:
+    raw = tensor.detach().contiguous().cpu().view(torch.uint8).numpy()
+    shape = "x".join(map(str, tensor.shape))
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    return f"{shape}-{dtype}-{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}"
+
+
+class ReferenceCache:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _file(self, key: str, q: int) -> Path:
+        return self.directory / f"v{VERSION}" / key[-4:] / f"{key}-q{q}.safetensors"
+
+    def get(self, key: str, q: int) -> TopK | None:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = self._file(key, q)
+        if not path.exists():
+            return None
+        try:
+            t = load_file(str(path))
+        except (SafetensorError, OSError):
+            return None  # a damaged entry (a full disk mid-write, ...) is computed again
+        s = t["s"]
+        return TopK(t["u"].double(), s[:q], t["v"].double(), float(s[q]) if len(s) > q else None)
+
+    def put(self, key: str, q: int, top: TopK) -> None:
+        from safetensors.torch import save_file
+
+        path = self._file(key, q)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        s = top.s if top.next_s is None else torch.cat([top.s, top.s.new_tensor([top.next_s])])
+        partial = path.with_suffix(".partial")
+        vectors = {"u": top.u.float().contiguous(), "v": top.v.float().contiguous()}  # float32: half the disk
+        save_file({**vectors, "s": s.double().contiguous()}, str(partial))
+        partial.replace(path)  # readers see a whole file or none

@@ -1,0 +1,128 @@
+"""The spectral numbers against independent computations: scipy's angles, constructed rotations, pure rescaling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from healer.spectral.linalg import compare, exact_top, fast_top, forced_zero, principal_angles, top_k
+
+F64 = torch.float64
+
+
+def orthonormal(n: int, k: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.linalg.qr(torch.randn(n, k, generator=g, dtype=F64))[0]
+
+
+def spectrum_matrix(m: int, n: int, seed: int, decay: float = 0.9) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """U diag(s) Vᵀ with random orthogonal U (m × m), V (n × n) and well-separated singular values."""
+    r = min(m, n)
+    s = torch.tensor([10.0 * decay**i for i in range(r)], dtype=F64)
+    return orthonormal(m, m, seed), s, orthonormal(n, n, seed + 1)
+
+
+@pytest.mark.parametrize(("n", "k", "seed"), [(40, 5, 0), (64, 16, 1), (30, 15, 2), (12, 12, 3), (200, 3, 4)])
+def test_principal_angles_equal_scipy(n: int, k: int, seed: int) -> None:
+    a, b = orthonormal(n, k, seed), orthonormal(n, k, seed + 100)
+    ours = principal_angles(a, b).numpy()
+    theirs = np.sort(scipy.linalg.subspace_angles(a.numpy(), b.numpy()))
+    assert np.abs(ours - theirs).max() < 1e-6
+    assert np.all(np.diff(ours) >= -1e-12), "ascending"
+
+
+def test_small_angles_are_accurate_where_arccos_is_not() -> None:
+    a = orthonormal(50, 4, 7)
+    tilted = torch.linalg.qr(a + 1e-7 * orthonormal(50, 4, 8))[0]
+    ours = principal_angles(a, tilted).numpy()
+    theirs = np.sort(scipy.linalg.subspace_angles(a.numpy(), tilted.numpy()))
+    assert np.all(ours > 1e-8) and np.abs(ours - theirs).max() < 1e-12
+
+
+def givens(dimension: int, k: int, angles: list[float]) -> torch.Tensor:
+    """An orthogonal matrix rotating basis vector i towards basis vector k + i by angles[i], for i < len(angles)."""
+    r = torch.eye(dimension, dtype=F64)
+    for i, theta in enumerate(angles):
+        j = k + i
+        r[i, i], r[j, j], r[i, j], r[j, i] = math.cos(theta), math.cos(theta), -math.sin(theta), math.sin(theta)
+    return r
+
+
+@pytest.mark.parametrize("method", ["exact", "fast"])
+def test_a_constructed_rotation_is_recovered(method: str) -> None:
+    m, n, k = 48, 64, 6
+    u, s, v = spectrum_matrix(m, n, 11)
+    w_b = u[:, :m] @ torch.diag(s) @ v[:, :m].T
+    left = [0.01, 0.05, 0.1, 0.2, 0.3, 0.4]  # radians, one per top direction
+    right = [0.02, 0.0, 0.15, 0.0, 0.25, 0.05]
+    # rotate in the singular bases: u_i towards u_{k+i}; the top-k subspace turns by exactly those angles
+    r_u = u @ givens(m, k, left) @ u.T
+    r_v = v @ givens(n, k, right) @ v.T
+    w_t = r_u @ w_b @ r_v.T
+    ref = exact_top(w_b, 20).head(20)
+    reading = compare(ref, w_b, w_t, k, method)
+    assert torch.allclose(reading.u.angles, torch.tensor(sorted(left), dtype=F64), atol=1e-8)
+    assert torch.allclose(reading.v.angles, torch.tensor(sorted(right), dtype=F64), atol=1e-8)
+    assert reading.sigma_drift.abs().max() < 1e-10, "a rotation leaves the singular values alone"
+
+
+def test_pure_rescaling_gives_zero_angles_and_the_drift() -> None:
+    u, s, v = spectrum_matrix(30, 50, 21)
+    w_b = u @ torch.diag(s) @ v[:, :30].T
+    factors = torch.linspace(1.01, 1.10, 30, dtype=F64)
+    w_t = u @ torch.diag(s * factors) @ v[:, :30].T
+    reading = compare(exact_top(w_b, 9).head(9), w_b, w_t, 8, "exact")
+    assert reading.u.angles.max() < 1e-6 and reading.v.angles.max() < 1e-6
+    assert torch.allclose(reading.sigma_drift, factors[:8] - 1, atol=1e-10)
+    assert abs(reading.sigma_rel_drift - float((factors[:8] - 1).mean())) < 1e-10
+    assert reading.energy_rotation < 1e-12 and reading.energy_diag > 0.0
+    assert abs(reading.energy_diag + reading.energy_outside - 1.0) < 1e-10
+
+
+@pytest.mark.parametrize(("m", "n", "k", "zero_u", "zero_v"), [
+    (16, 128, 12, 8, 0),  # short and wide (a k/v projection): 12 of 16 dimensions, so 2·12 − 16 = 8 shared
+    (128, 16, 12, 0, 8),  # tall and narrow
+    (64, 64, 20, 0, 0),
+])  # fmt: skip
+def test_forced_zero_angles_for_short_wide_and_tall_narrow(m: int, n: int, k: int, zero_u: int, zero_v: int) -> None:
+    g = torch.Generator().manual_seed(5)
+    w_b = torch.randn(m, n, generator=g, dtype=F64)
+    w_t = w_b + 0.5 * torch.randn(m, n, generator=g, dtype=F64)
+    reading = compare(exact_top(w_b, k + 1), w_b, w_t, k, "exact")
+    assert (reading.u.forced_zero, reading.v.forced_zero) == (zero_u, zero_v) == (forced_zero(k, m), forced_zero(k, n))
+    for side in (reading.u, reading.v):
+        assert int((side.angles < 1e-6).sum()) >= side.forced_zero, "at least that many angles are 0"
+
+
+def test_k_is_capped_at_the_rank() -> None:
+    w = torch.randn(10, 30, dtype=F64)
+    reading = compare(exact_top(w, 40), w, w * 1.5, 768, "exact")
+    assert reading.k == 10 and reading.u.forced_zero == 10, "the whole 10-dimensional column space: all forced"
+
+
+def test_fast_agrees_with_exact_and_reports_its_error_on_a_small_update() -> None:
+    u, s, v = spectrum_matrix(200, 300, 31, decay=0.97)
+    w_b = u @ torch.diag(s) @ v[:, :200].T
+    g = torch.Generator().manual_seed(3)
+    w_t = w_b + 0.002 * torch.randn(200, 300, generator=g, dtype=F64)
+    k = 16
+    start = exact_top(w_b, 40).u
+    fast = fast_top(w_t, k, start)
+    exact = exact_top(w_t, k + 1)
+    error = math.degrees(float(principal_angles(fast.u, exact.u[:, :k]).max()))
+    assert fast.error_deg is not None and error <= fast.error_deg < 0.25, (error, fast.error_deg)
+    assert top_k(w_t, k, "fast", start).method == "fast"
+
+
+def test_fast_falls_back_to_exact_when_its_estimate_is_too_large() -> None:
+    g = torch.Generator().manual_seed(9)
+    w_b = torch.randn(100, 100, generator=g, dtype=F64)  # a flat spectrum: tiny gaps, slow convergence
+    w_t = torch.randn(100, 100, generator=g, dtype=F64)  # and an unrelated matrix
+    result = top_k(w_t, 10, "fast", exact_top(w_b, 20).u)
+    assert result.method == "exact (fast fell back)" and result.error_deg > 0.25
+    exact = exact_top(w_t, 11)
+    assert principal_angles(result.u, exact.u[:, :10]).max() < 1e-8
