@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from healer.evals import eval_row, peaks_report
@@ -29,6 +30,14 @@ def run_row(store: Store, run: Run) -> dict[str, Any]:
     }
 
 
+def spectra_summary(store: Store, run: Run) -> list[dict[str, Any]]:
+    """Per checkpoint with spectra: the mean angle over matrices (side u), the largest, the mean drift."""
+    from healer.spectra import by_step
+
+    rows = store.spectra(run.id)
+    return [{"step": step, "ref": rows[0].ref, **values} for step, values in by_step(rows).items()]
+
+
 def run_detail(store: Store, run: Run) -> dict[str, Any]:
     """`runs show --json`: the row plus model_path, spec, checkpoints, evals and peaks, lineage, the last metrics."""
     evals = store.evals(run.id)
@@ -48,6 +57,8 @@ def run_detail(store: Store, run: Run) -> dict[str, Any]:
         ],
         "evals": [eval_row(e) for e in evals],
         "peaks": peaks_report(evals),
+        "spectra": spectra_summary(store, run),
+        "params": json.loads(run.params) if run.params else None,
         "last_metrics": {name: {"step": m.step, "value": m.value} for name, m in store.last_metrics(run.id).items()},
         "lineage": lineage(store, run),
         "children": [{"id": c.id, "name": c.name, "parent_step": c.parent_step} for c in store.children(run.id)],

@@ -143,6 +143,21 @@ def layer_by_step(spectra: list[Spectrum], module: str, side: str) -> Grid:
     return Grid(title, [str(s) for s in steps], rows)
 
 
+def by_step(spectra: list[Spectrum], side: str = "u") -> dict[int, dict[str, float]]:
+    """Per checkpoint, over its matrices: the mean of their mean angles, the largest angle, the mean singular-value
+    drift, and how many matrices (one reference: the first stored)."""
+    if not spectra:
+        return {}
+    ref = spectra[0].ref
+    table: dict[int, dict[str, float]] = {}
+    for step in sorted({s.step for s in spectra if s.ref == ref}):
+        rows = [s for s in spectra if s.step == step and s.ref == ref and s.side == side]
+        table[step] = {"mean_angle_deg": sum(r.mean_angle_deg for r in rows) / len(rows),
+                       "max_angle_deg": max(r.max_angle_deg for r in rows), "matrices": len(rows),
+                       "sigma_rel_drift": sum(r.sigma_rel_drift for r in rows) / len(rows)}  # fmt: skip
+    return table
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 

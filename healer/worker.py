@@ -270,7 +270,7 @@ class Worker:
             self.store.update_run(run_id, pid=process.pid)
         self.children.append(Child([lead.id, *then], process, gpus, side))
         where = (f"GPU {visible}" if gpus else "CPU") + (" beside the runs" if side else "")
-        more = f" and {len(then)} more evaluation jobs ({', '.join(map(str, then))})" if then else ""
+        more = f" and {len(then)} more checkpoint jobs ({', '.join(map(str, then))})" if then else ""
         self.say(f"worker: started run {lead.id} ({lead.name}){more} on {where}, pid {process.pid}; "
                  f"log {claimed.log_path}")  # fmt: skip
         return True

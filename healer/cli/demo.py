@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Annotated
@@ -72,12 +73,13 @@ def demo(
     out.print()
     print_heal_table(sweep.heal_rows(store, stage1, healed), stage1)
     print_control(store, stage1, control)
+    edited = surgery(store, stage1)
     out.print()
     tree(str(stage1.id), json_out=False)
     out.print(f"\ndatabase: {paths.db_path()}", markup=False)
     out.print(f"next: healer queue ls --all  |  healer runs show {stage1.id}  |  healer heal {stage1.id} --report  |  "
-              f"healer metrics {healed[-1].id} --lineage  |  healer eval samples {stage1.id}@last --split ood "
-              "--wrong", markup=False)  # fmt: skip
+              f"healer spectra show {stage1.id}  |  healer runs show {edited.id}  |  healer eval samples "
+              f"{stage1.id}@last --split ood --wrong", markup=False)  # fmt: skip
     failed = [r for r in [*healed, control] if r.status != Status.DONE]
     if failed:
         raise typer.Exit(EXIT_CODES.get(Status(failed[0].status), 1))
@@ -110,6 +112,26 @@ def work_through(store: Store, runs: set[int], quiet: bool) -> None:
 
 def _from(preset: Preset, pick: str) -> Preset:
     return dataclasses.replace(preset, spec=dataclasses.replace(preset.spec, name=f"{preset.spec.name}-from-{pick}"))
+
+
+def surgery(store: Store, sft: Run) -> Run:
+    """The paper's edit: the last checkpoint with the OOD peak's top singular vectors put back, evaluated."""
+    from healer import edits
+    from healer.refs import resolve_checkpoint
+    from healer.spectral.edit import Plan
+
+    last, peak = resolve_checkpoint(store, f"{sft.id}@last"), resolve_checkpoint(store, f"{sft.id}@peak-ood")
+    top = build_spec(sft.spec_dict, source=f"run {sft.id}").spectra.k
+    out_dir = paths.home() / "edits" / f"{sft.id}-last-top{top}-from-{peak.step}"
+    shutil.rmtree(out_dir, ignore_errors=True)  # a rerun of the demo writes it again
+    run = edits.edit_checkpoint(store, last, peak, Plan("vectors", top=top), out_dir, say=lambda line: None)
+    edited = by_step(edits.evaluate_edit(store, run), "single")[0]
+    before = by_step(store.evals(sft.id), "single")[last.step]
+    out.print(f"edit: run {run.id}, {sft.id}@{last.step} with the top-{top} singular vectors of every projection "
+              f"taken from {sft.id}@{peak.step} (the OOD peak): ID {100 * before['id'].accuracy:.1f} -> "
+              f"{100 * edited['id'].accuracy:.1f}, OOD {100 * before['ood'].accuracy:.1f} -> "
+              f"{100 * edited['ood'].accuracy:.1f}", markup=False)  # fmt: skip
+    return run
 
 
 def print_control(store: Store, sft: Run, control: Run) -> None:

@@ -142,11 +142,25 @@ def print_accuracy(detail: dict[str, Any]) -> None:
     if not steps:
         return
     splits = sorted({s for by_split in steps.values() for s in by_split})
+    spectra = {r["step"]: r for r in detail.get("spectra") or []}
+    rotation = ["angle° (u)", "σ drift %"] if spectra else []
     out.print()
-    print_table(["step", *(f"{s} % [95% CI]" for s in splits), *(f"{s} loss" for s in splits), ""],
+    print_table(["step", *(f"{s} % [95% CI]" for s in splits), *(f"{s} loss" for s in splits), *rotation, ""],
                 [[step, *(_acc(by_split.get(s)) for s in splits), *(_loss((by_split.get(s) or {}).get("loss"))
-                  for s in splits), ", ".join(marks.get(step, []))] for step, by_split in steps.items()],
+                  for s in splits), *(_rotation(spectra.get(step)) if spectra else []), ", ".join(marks.get(step, []))]
+                 for step, by_split in steps.items()],
                 title=f"evaluations ({protocol})")  # fmt: skip
+    if spectra:
+        ref = next(iter(spectra.values()))["ref"]
+        out.print(f"angle: mean principal angle between the top-k singular subspaces and those of {ref}, over the "
+                  "projection matrices; σ drift: mean relative change of their top-k singular values",
+                  markup=False)  # fmt: skip
+
+
+def _rotation(row: dict[str, Any] | None) -> list[str]:
+    if row is None:
+        return ["", ""]
+    return [f"{row['mean_angle_deg']:.2f}", f"{100 * row['sigma_rel_drift']:.2f}"]
 
 
 def _loss(value: float | None) -> str:

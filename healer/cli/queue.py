@@ -16,7 +16,7 @@ from healer.cli.common import App, err, open_store, out, print_json, print_table
 from healer.errors import HealerError
 from healer.presets import load_preset
 from healer.runner import CANCEL_GRACE_S, reap_dead
-from healer.store import FINISHED, Run, Status, Store, pid_alive
+from healer.store import FINISHED, JOB_KINDS, Run, Status, Store, pid_alive
 
 app = App(help="Queue runs for a worker: add, ls, cancel, retry, logs, pause, resume, rm.")
 RunArgument = Annotated[str, typer.Argument(help="run id or name")]
@@ -76,7 +76,7 @@ def ls(
     if not rows:
         err.print("the queue is empty; add runs with `healer queue add PRESET`", markup=False)
         return
-    shown = [r for r in rows if show_all or not (r["kind"] == "eval" and r["status"] == Status.DONE)]
+    shown = [r for r in rows if show_all or not (r["kind"] in JOB_KINDS and r["status"] == Status.DONE)]
     print_table(
         ["id", "name", "status", "prio", "gpus", "step", "elapsed", "eta", "from", "note"],
         [[r["id"], r["name"], r["status"], r["priority"], r["assigned_gpus"] or _gpus(r["gpus"]), _step(r),
@@ -84,11 +84,11 @@ def ls(
          for r in shown],
     )  # fmt: skip
     if len(shown) < len(rows):
-        err.print(f"{len(rows) - len(shown)} finished evaluation jobs not shown (--all shows them)", markup=False)
+        err.print(f"{len(rows) - len(shown)} finished checkpoint jobs not shown (--all shows them)", markup=False)
 
 
 def _step(row: dict) -> str:
-    if row["kind"] == "eval":
+    if row["kind"] in JOB_KINDS:
         return ""
     return f"{row['step'] or 0}/{row['total_steps'] or '?'}"
 

@@ -1,16 +1,20 @@
 """`healer spectra RUN@STEP` (measure) and `healer spectra show RUN` (the heatmaps)."""
 
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
+from healer import report
 from healer import spectra as core
 from healer.cli.common import App, err, fmt, open_store, out, print_json, print_table
+from healer.cli.evaluate import print_accuracy
 from healer.errors import HealerError
 from healer.presets import SpectraSpec, build_spec
 from healer.refs import resolve_checkpoint
+from healer.spectral import MODULES, parse_modules
 
 
 class MeasureByDefault(TyperGroup):
@@ -139,5 +143,51 @@ def draw(grid: core.Grid) -> None:
     out.print(f"colour scale: 0° (dim) to {top:.2f}° (bright red), the largest mean angle in the map", markup=False)
 
 
+def edit(
+    target: Annotated[str, typer.Argument(metavar="CKPT", help="the checkpoint to edit: RUN@STEP, ... or a directory")],
+    ref: Annotated[str, typer.Option(help="the checkpoint whose singular vectors go in (RUN@STEP, base, start, ...)")],
+    restore: Annotated[str, typer.Option(help="vectors, or vectors+values")],
+    out_dir: Annotated[Path, typer.Option("-o", "--out", help="a new directory for the edited checkpoint")],
+    top: Annotated[int | None, typer.Option(help="swap the top K ranks")] = None,
+    top_frac: Annotated[float | None, typer.Option(help="swap the top fraction F of each matrix's rank")] = None,
+    bottom: Annotated[int | None, typer.Option(help="swap the bottom K ranks (with or without --top)")] = None,
+    layers: Annotated[str | None, typer.Option(help="only these layers, e.g. 0-9 or 0,3,5-7")] = None,
+    modules: Annotated[str, typer.Option(help="comma-separated: q,k,v,o,gate,up,down")] = ",".join(MODULES),
+    evaluate: Annotated[bool, typer.Option(help="evaluate the edited checkpoint on ID and OOD")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="print the edit run as JSON")] = False,
+) -> None:
+    """Write a checkpoint whose matrices take the reference's singular vectors (and values) at the chosen ranks,
+    register it as an `edit` run with its parameters and lineage, and evaluate it."""
+    from healer import edits
+    from healer.spectral.edit import Plan, parse_layers
+
+    if restore not in ("vectors", "vectors+values"):
+        raise HealerError(f"--restore {restore!r}: use vectors or vectors+values")
+    if top is not None and top_frac is not None:
+        raise HealerError("give --top or --top-frac, not both")
+    if top is None and top_frac is None and bottom is None:
+        raise HealerError("say which ranks to swap: --top K, --top-frac F and/or --bottom K")
+    if any(v is not None and v < 1 for v in (top, bottom)) or (top_frac is not None and not 0 < top_frac <= 1):
+        raise HealerError("--top and --bottom must be at least 1, --top-frac in (0, 1]")
+    plan = Plan(restore, top, top_frac, bottom, parse_layers(layers), parse_modules(modules))  # type: ignore[arg-type]
+    store = open_store()
+    checkpoint = resolve_checkpoint(store, target)
+    reference = core.resolve_reference(store, checkpoint, ref)
+    run = edits.edit_checkpoint(store, checkpoint, reference, plan, out_dir.expanduser().resolve(),
+                                say=lambda line: err.print(line, markup=False))  # fmt: skip
+    if evaluate:
+        from healer.evals import describe_eval
+
+        for e in edits.evaluate_edit(store, run):
+            err.print(describe_eval(e), markup=False)
+    if json_out:
+        print_json(report.run_detail(store, store.run(run.id)))
+        return
+    out.print(f"edit run {run.id} ({run.name}): {run.model_path}", markup=False)
+    if evaluate:
+        print_accuracy(report.run_detail(store, store.run(run.id)))
+
+
 def register(root: App) -> None:
     root.add_typer(app, name="spectra")
+    root.command("edit")(edit)

