@@ -59,13 +59,20 @@ def smollm2(directory: Path, steps: int, lr: float) -> tuple[Path, Path]:
     folder, name = Path(spec.origin).parent, "SmolLM2-135M-Instruct.Q4_1.gguf"
     print(f"de-quantising {name} (about 15 s) ...", flush=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float32)
-    model.save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    save(model, base)  # transformers refuses save_pretrained on a model loaded from GGUF; the weights are enough
     fine_tune(model, tokenizer, steps, lr)
-    model.save_pretrained(tuned)
-    tokenizer.save_pretrained(tuned)
+    save(model, tuned)
     return base, tuned
+
+
+def save(model: torch.nn.Module, directory: Path) -> None:
+    from safetensors.torch import save_model
+
+    directory.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(directory / "model.safetensors"), metadata={"format": "pt"})
 
 
 def fine_tune(model: torch.nn.Module, tokenizer: object, steps: int, lr: float) -> None:

@@ -133,7 +133,8 @@ class SpectraSpec:
     method: Literal["auto", "exact", "fast"] = opt(
         "auto",
         "exact (float64 Gram eigendecomposition), fast (subspace iteration from the reference's vectors, "
-        "exact where its error estimate exceeds 0.25 degrees), auto (fast where k is small against the rank)",
+        "exact where its error estimate exceeds 0.25 degrees), auto (fast on a GPU where k is small against the "
+        "rank, else exact: on CPU exact was faster)",
     )
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto = CUDA when available")
     jobs: Literal["auto", "queue", "inline"] = opt("auto", "as eval.jobs: queued for a worker, or in the run")
