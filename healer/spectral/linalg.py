@@ -18,6 +18,7 @@ Method = Literal["auto", "exact", "fast"]
 DTYPE = torch.float64
 FAST_ITERATIONS = 2  # subspace iterations per round, from the reference's vectors
 FAST_ROUNDS = 4  # rounds before giving up on the fast method for a matrix (it then falls back to exact)
+WELL_CONDITIONED = 1e-4  # σ_q / σ_1 above this: W v / σ is orthonormal to 1e-8 without a QR
 FALLBACK_DEG = 0.25  # a fast result whose error estimate exceeds this is recomputed exactly (the contract: 0.5°)
 
 
@@ -55,7 +56,8 @@ def exact_top(w: torch.Tensor, q: int) -> TopK:
     s = values.clamp(min=0).sqrt()
     side = vectors[:, :q]
     other = (w.T @ side if wide else w @ side) / s[:q].clamp(min=torch.finfo(DTYPE).tiny)
-    other = _orthonormal(other)  # exact up to rounding, where σ is not tiny; re-orthonormalised where it is
+    if float(s[q - 1]) < WELL_CONDITIONED * float(s[0]):
+        other = _orthonormal(other)  # orthonormal up to ε (σ_1/σ_q)², re-orthonormalised where that is not small
     u, v = (side, other) if wide else (other, side)
     return TopK(u, s[:q], v, _next(s, q, None), "exact", None)
 
@@ -121,10 +123,15 @@ def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Principal angles (radians, ascending) between the spans of two orthonormal bases with the same column count,
     accurate for small angles too: arcsin of the sines where the cosine is near 1, arccos elsewhere (as scipy)."""
     a, b = a.to(DTYPE), b.to(DTYPE)
+    if a.shape[1] >= a.shape[0]:  # two bases of the whole space: every angle is 0 by dimension
+        return torch.zeros(a.shape[1], dtype=DTYPE, device=a.device)
     cross = a.T @ b
-    cosines = torch.linalg.svdvals(cross).clamp(-1.0, 1.0)  # descending: the angles ascending
-    sines = torch.linalg.svdvals(b - a @ cross).clamp(-1.0, 1.0).flip(0)  # ascending: paired with the cosines
-    return torch.where(cosines**2 >= 0.5, torch.arcsin(sines), torch.arccos(cosines))
+    residual = b - a @ cross  # its singular values are the sines
+    # squared singular values as eigenvalues of the small Gram matrices (float64: the squares lose nothing that
+    # matters above 1e-8 rad, and cost half an SVD)
+    cos2 = torch.linalg.eigvalsh(cross.T @ cross).flip(0).clamp(0.0, 1.0)  # descending: the angles ascending
+    sin2 = torch.linalg.eigvalsh(residual.T @ residual).clamp(0.0, 1.0)  # ascending: paired with the cosines
+    return torch.where(cos2 >= 0.5, torch.arcsin(sin2.sqrt()), torch.arccos(cos2.sqrt()))
 
 
 def forced_zero(k: int, n: int) -> int:
