@@ -325,10 +325,7 @@ def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
     except HealerError as exc:
         raise HealerError(f"{source}: spectra.{exc}") from None
     check_spectra_ref(spec.spectra.ref, source)
-    if keep_last(spec.train.keep, source) == 0:
-        raise HealerError(
-            f"{source}: train.keep = 'last:0' would delete the checkpoint a retry resumes from; use last:1"
-        )
+    keep_last(spec.train.keep, f"{source}: train.keep")
     if spec.train.lr <= 0:
         raise HealerError(f"{source}: train.lr must be positive")
     if spec.task.n_train < 1:
@@ -347,13 +344,15 @@ def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
     return dataclasses.replace(spec, model=model)
 
 
-def keep_last(keep: str, source: str = "preset") -> int | None:
-    """train.keep as a count: None for `all`, N for `last:N`."""
+def keep_last(keep: str, where: str = "train.keep") -> int | None:
+    """train.keep (or --keep, named by `where`) as a count: None for `all`, N ≥ 1 for `last:N`."""
     if keep == "all":
         return None
     match = re.fullmatch(r"last:(\d+)", keep.strip())
     if match is None:
-        raise HealerError(f'{source}: train.keep = {keep!r}: use "all" or "last:N" (e.g. last:3)')
+        raise HealerError(f'{where} = {keep!r}: use "all" or "last:N" (e.g. last:3)')
+    if int(match.group(1)) == 0:
+        raise HealerError(f"{where} = 'last:0' would delete the checkpoint a retry resumes from; use last:1 or more")
     return int(match.group(1))
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from healer.errors import HealerError
 from healer.evals import find_peaks
 from healer.presets import build_spec, keep_last
 from healer.store import Run, Status, Store
@@ -56,22 +55,18 @@ def prune(store: Store, run_id: int, keep: str | None = None, *, dry_run: bool =
     steps pruned (with dry_run, the steps that would be)."""
     run = store.run(run_id)
     text = keep if keep is not None else run.spec_dict.get("train", {}).get("keep", "all")
-    last = keep_last(text, source="--keep" if keep is not None else f"run {run.id}")
-    if last is None:
-        return []
-    if last == 0:
-        raise HealerError("keep = last:0 would delete the checkpoint a retry resumes from; use last:1 or more")
-    older = store.checkpoints(run.id)[:-last]
+    last = keep_last(text, "--keep" if keep is not None else f"run {run.id}: train.keep")
+    older = store.checkpoints(run.id)[:-last] if last is not None else []
     if not older:
         return []
     safe = protected(store, run)
-    steps = [c.step for c in older if c.step not in safe]
+    doomed = [c for c in older if c.step not in safe]
+    steps = [c.step for c in doomed]
     if dry_run:
         return steps
-    for checkpoint in older:
-        if checkpoint.step in steps:
-            shutil.rmtree(Path(checkpoint.path), ignore_errors=True)
-            store.mark_pruned(run.id, checkpoint.step)
+    for checkpoint in doomed:
+        shutil.rmtree(Path(checkpoint.path), ignore_errors=True)
+        store.mark_pruned(run.id, checkpoint.step)
     if steps:
         print(f"healer: pruned checkpoints {', '.join(map(str, steps))} of run {run.id} (keep = last:{last})",
               flush=True)  # fmt: skip

@@ -52,11 +52,9 @@ def settings_of(spectra: SpectraSpec, **changes: Any) -> Any:
     """The analysis settings of a spectra section, with CLI changes (k, modules, method, device)."""
     from healer.spectral.analyze import Settings
 
-    values = {"k": spectra.k, "modules": parse_modules(spectra.modules), "method": spectra.method,
-              "device": spectra.device}  # fmt: skip
+    values = {"k": spectra.k, "modules": spectra.modules, "method": spectra.method, "device": spectra.device}
     values.update({k: v for k, v in changes.items() if v is not None})
-    values["modules"] = parse_modules(values["modules"])
-    return Settings(**values)
+    return Settings(**{**values, "modules": parse_modules(values["modules"])})
 
 
 def measure(store: Store, target: CheckpointRef, reference: CheckpointRef, settings: Any,
@@ -76,7 +74,7 @@ def measure(store: Store, target: CheckpointRef, reference: CheckpointRef, setti
 
 def measure_in_run(store: Store, run: Run, step: int, spec: RunSpec, say: Callable[[str], None] = print) -> None:
     """spectra.every_checkpoint: one checkpoint of a run against the run's spectra.ref (inline, or as a job)."""
-    target = resolve_checkpoint(store, f"{run.id}@{step}") if step else CheckpointRef(run, 0, run.model_path or "")
+    target = resolve_checkpoint(store, f"{run.id}@{step}")
     reference = resolve_reference(store, target, spec.spectra.ref)
     if reference.path == target.path:
         return  # the checkpoint is its own reference: nothing to measure
@@ -95,14 +93,10 @@ def run_spectra_job(job: Run, store: Store) -> None:
     measure_in_run(store, parent, job.parent_step, spec)
 
 
-def json_row(s: Spectrum | dict[str, Any], full: bool) -> dict[str, Any]:
+def json_row(row: dict[str, Any], full: bool) -> dict[str, Any]:
     """One row of `healer spectra --json`; with full, the sorted angles and the singular-value drifts."""
-    get = s.get if isinstance(s, dict) else lambda name: getattr(s, name)
-    row = {name: get(name) for name in JSON_FIELDS}
-    if full:
-        row["angles_deg"] = get("angles_deg")
-        row["sigma_drift"] = get("sigma_drift") if isinstance(s, dict) else s.sigma_drifts
-    return row
+    fields = (*JSON_FIELDS, "angles_deg", "sigma_drift") if full else JSON_FIELDS
+    return {name: row[name] for name in fields}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -214,10 +214,6 @@ class Spectrum:
     def angles_deg(self) -> list[float]:
         return array("f", self.angles).tolist()
 
-    @property
-    def sigma_drifts(self) -> list[float]:
-        return array("f", self.sigma_drift).tolist()
-
 
 SPECTRA_COLUMNS = (
     "param", "layer", "module", "side", "k", "n", "forced_zero", "mean_angle_deg", "median_angle_deg",
