@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -11,8 +12,9 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from healer import __version__
@@ -87,33 +89,63 @@ def launch(
         )
 
 
+FOREGROUND_PARENT = "HEALER_FOREGROUND_PARENT"  # the pid of the `healer run` whose run this is; the run ends with it
+CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A cancelling signal (Ctrl-C, SIGTERM, SIGHUP) reached the foreground `healer run`; a KeyboardInterrupt, so
+    that the CLI exits 130 quietly wherever it lands and no `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def run_foreground(store: Store, run: Run, echo: TextIO | None = sys.stderr) -> Run:
-    """Run to completion, echoing the log; Ctrl-C cancels the run (SIGTERM, then SIGKILL after a grace period)."""
-    process = launch(store, run)
+    """Run to completion, echoing the log. Ctrl-C, SIGTERM and SIGHUP (a closed terminal, `timeout`, a scheduler's
+    kill) cancel the run: the same signal goes on to the run's process, which records it as the reason and stops;
+    SIGKILL follows after the grace period or a second signal. If this process dies without a word (SIGKILL), the run
+    notices its parent is gone and cancels itself: a foreground run never outlives its command."""
     cancelled = False
-    with open(run.log_path or os.devnull, errors="replace") as log:
-        try:
-            while process.poll() is None:
-                _echo(log, echo)
-                time.sleep(0.2)
-        except KeyboardInterrupt:
-            cancelled = True
-            if echo:
-                echo.write(f"\ncancelling run {run.id} ...\n")
-            stop(process)
-        _echo(log, echo)
+    with _signals_raise():  # from before the launch: no moment where a signal could leave the run behind
+        process = launch(store, run, env={FOREGROUND_PARENT: str(os.getpid())})
+        with open(run.log_path or os.devnull, errors="replace") as log:
+            try:
+                while process.poll() is None:
+                    _echo(log, echo)
+                    time.sleep(0.2)
+            except Interrupted as interrupt:
+                cancelled = True
+                _say(echo, f"\ncancelling run {run.id} ({interrupt}) ...\n")
+                stop(process, signum=interrupt.signum)
+            _echo(log, echo)
     return reap(store, run.id, process.returncode, cancelled=cancelled)
 
 
-def stop(process: subprocess.Popen[bytes], grace_s: float = CANCEL_GRACE_S) -> None:
-    """SIGTERM, then SIGKILL if the run has not ended within the grace period."""
-    process.send_signal(signal.SIGTERM)
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
+    """While inside, the cancelling signals raise Interrupted in the main thread; the old handlers come back after."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in CANCEL_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
+
+
+def stop(process: subprocess.Popen[bytes], grace_s: float = CANCEL_GRACE_S, signum: int = signal.SIGTERM) -> None:
+    """Send `signum` (SIGTERM by default), then SIGKILL if the run has not ended within the grace period or another
+    cancelling signal arrives while waiting."""
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signum)
     try:
         process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
         process.kill()
         process.wait()
 
@@ -206,11 +238,18 @@ def git_commit() -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def _say(echo: TextIO | None, text: str) -> None:
+    if echo:
+        with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) cannot be written to
+            echo.write(text)
+
+
 def _echo(log: TextIO, echo: TextIO | None) -> None:
     chunk = log.read()
     if chunk and echo:
-        echo.write(chunk)
-        echo.flush()
+        with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) cannot be written to; the log has it all
+            echo.write(chunk)
+            echo.flush()
 
 
 def _slug(name: str) -> str:

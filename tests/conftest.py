@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -33,3 +37,23 @@ def healer(*args: str, timeout: float = 300, check: bool = False) -> subprocess.
     if check and result.returncode != 0:
         raise AssertionError(f"healer {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+def wait_until(condition: Callable[[], T], what: str, timeout: float = 180, poll: float = 0.2) -> T:
+    """Poll `condition` until it returns something truthy, and return it; fail naming `what` after `timeout` s.
+    Tests wait on a condition (a row, a status, an exit), never a fixed sleep, so a loaded machine only slows them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        time.sleep(poll)
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no live process (zombies count as gone) has this pid."""
+    from healer.store import pid_alive
+
+    return not pid_alive(pid)

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,11 +16,13 @@ import pytest
 from safetensors.torch import load_file
 
 from healer import paths
-from healer.store import Store
-from tests.conftest import REPO, healer
+from healer.runner import CANCEL_GRACE_S
+from healer.store import FINISHED, Run, Store
+from tests.conftest import REPO, healer, process_gone, wait_until
 
 pytestmark = pytest.mark.slow
-EndlessRun = Callable[[], tuple[subprocess.Popen[str], int, int]]
+EndlessRun = Callable[..., tuple[subprocess.Popen[str], int, int]]
+GRACE_WAIT_S = CANCEL_GRACE_S + 150  # the run's grace period, and slack for a loaded 2-core machine
 
 SHORT = [
     "--set",
@@ -104,12 +105,13 @@ def test_sft_run_trains_streams_metrics_and_registers_checkpoints(healer_home: P
 
 @pytest.fixture
 def endless_run() -> Iterator[EndlessRun]:
-    """Starts `healer run` in the background; at teardown, whatever happened, no process of it is left running."""
+    """Starts `healer run` (or `command` before it, such as `timeout`) in the background, waits until its run logs a
+    loss; at teardown, whatever happened, no process of it is left running."""
     started: list[subprocess.Popen[str]] = []
 
-    def start() -> tuple[subprocess.Popen[str], int, int]:
+    def start(*command: str, wait: bool = True) -> tuple[subprocess.Popen[str], int, int]:
         parent = subprocess.Popen(
-            [sys.executable, "-m", "healer", "run", "tiny-sft", *ENDLESS, "--quiet"],
+            [*command, sys.executable, "-m", "healer", "run", "tiny-sft", *ENDLESS, "--quiet"],
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -117,39 +119,57 @@ def endless_run() -> Iterator[EndlessRun]:
             env=dict(os.environ),
         )
         started.append(parent)
-        return (parent, *_wait_until_logging(parent))
+        return (parent, *_wait_until_logging(parent)) if wait else (parent, 0, 0)
 
     yield start
     for parent in started:
         parent.kill()
         parent.communicate()
-    if paths.db_path().exists():
-        with Store(paths.db_path()) as store:
-            for run in store.runs():
-                if run.pid:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(run.pid, signal.SIGKILL)
+    for pid in _run_processes():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _wait_until_logging(parent: subprocess.Popen[str]) -> tuple[int, int]:
     """The run id and the training process's pid, once the run has logged a loss."""
-    db = paths.db_path()
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if db.exists():
-            with Store(db) as store:
-                runs = store.runs()
-                if runs and runs[0].pid and store.metrics(runs[0].id, "loss"):
-                    return runs[0].id, runs[0].pid
+
+    def logging() -> tuple[int, int] | None:
         assert parent.poll() is None, parent.communicate()
-        time.sleep(0.5)
-    raise AssertionError("the run never started logging")
+        if not paths.db_path().exists():
+            return None
+        with Store(paths.db_path()) as store:
+            runs = store.runs()
+            if runs and runs[0].pid and store.metrics(runs[0].id, "loss"):
+                return runs[0].id, runs[0].pid
+        return None
+
+    return wait_until(logging, "the run to log its first loss", timeout=240, poll=0.5)
+
+
+def _run_processes() -> list[int]:
+    """Pids of training processes (`python -m healer.train`) that use this test's database."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if b"healer.train" in cmdline and f"HEALER_DB={paths.db_path()}".encode() in environ:
+            found.append(int(proc.name))
+    return [pid for pid in found if not process_gone(pid)]
+
+
+def _finished(run_id: int) -> Run | None:
+    with Store(paths.db_path()) as store:
+        run = store.run(run_id)
+    return run if run.status in FINISHED else None
 
 
 def test_kill_9_of_the_training_process_is_reaped_as_failed(endless_run: EndlessRun) -> None:
     parent, run_id, pid = endless_run()
     os.kill(pid, signal.SIGKILL)
-    parent.communicate(timeout=60)
+    parent.communicate(timeout=GRACE_WAIT_S)
     assert parent.returncode == 1
     with Store(paths.db_path()) as store:
         run = store.run(run_id)
@@ -160,10 +180,11 @@ def test_kill_9_of_the_training_process_is_reaped_as_failed(endless_run: Endless
 
 def test_kill_9_of_everything_is_failed_on_the_next_read(endless_run: EndlessRun) -> None:
     parent, run_id, pid = endless_run()
+    os.kill(pid, signal.SIGSTOP)  # frozen, so it cannot see its parent go and cancel itself: both die unheard
     parent.kill()  # the foreground `healer run` dies first, so nobody is left to reap the run
     parent.wait()
     os.kill(pid, signal.SIGKILL)
-    _wait_gone(pid)
+    wait_until(lambda: process_gone(pid), f"the killed training process {pid} to be gone")
     check = sqlite3.connect(paths.db_path()).execute("PRAGMA integrity_check").fetchone()[0]
     assert check == "ok"
     listed = {r["id"]: r for r in json.loads(healer("runs", "ls", "--json", check=True).stdout)}
@@ -172,16 +193,57 @@ def test_kill_9_of_everything_is_failed_on_the_next_read(endless_run: EndlessRun
     assert f"process {pid} is gone" in shown["reason"]
 
 
-def test_ctrl_c_cancels_the_run(endless_run: EndlessRun) -> None:
+@pytest.mark.parametrize(
+    ("signum", "reason"),
+    [(signal.SIGINT, "received SIGINT (Ctrl-C)"), (signal.SIGTERM, "received SIGTERM"),
+     (signal.SIGHUP, "received SIGHUP (its terminal closed)")],
+)  # fmt: skip
+def test_a_signal_to_healer_run_cancels_its_run(endless_run: EndlessRun, signum: int, reason: str) -> None:
+    """Ctrl-C, `timeout`/a scheduler's SIGTERM and a closing terminal's SIGHUP reach the training process."""
     parent, run_id, pid = endless_run()
-    parent.send_signal(signal.SIGINT)
-    _, stderr = parent.communicate(timeout=90)
+    parent.send_signal(signum)
+    _, stderr = parent.communicate(timeout=GRACE_WAIT_S)
     assert parent.returncode == 130, stderr
     with Store(paths.db_path()) as store:
         run = store.run(run_id)
-    assert (run.status, run.exit_code) == ("cancelled", 130)
-    assert "SIGTERM" in (run.reason or "")
-    _wait_gone(pid)
+    assert (run.status, run.exit_code, run.reason) == ("cancelled", 130, reason)
+    wait_until(lambda: process_gone(pid), f"the training process {pid} to exit after {reason}")
+    assert _run_processes() == []
+
+
+def test_timeout_term_leaves_no_process_of_the_run(endless_run: EndlessRun) -> None:
+    """`timeout -s TERM 20 healer run ...`, as a user wrote it: whenever the signal lands (during start-up, or while
+    training on a fast machine), the run ends cancelled and nothing of it trains on."""
+    parent, _, _ = endless_run("timeout", "-s", "TERM", "20", wait=False)
+    _, stderr = parent.communicate(timeout=20 + GRACE_WAIT_S)
+    assert parent.returncode == 124, stderr  # timeout's code: it had to stop the command
+    with Store(paths.db_path()) as store:
+        runs = store.runs()
+    assert [(r.status, r.kind) for r in runs] == [("cancelled", "sft")], stderr
+    assert "SIGTERM" in (runs[0].reason or ""), runs[0].reason
+    assert _run_processes() == []
+
+
+def test_kill_9_of_healer_run_cancels_its_run_instead_of_orphaning_it(endless_run: EndlessRun) -> None:
+    parent, run_id, pid = endless_run()
+    parent.kill()
+    parent.wait()
+    run = wait_until(lambda: _finished(run_id), f"run {run_id} to notice its `healer run` is gone", timeout=120)
+    assert run.status == "cancelled" and f"(pid {parent.pid}) is gone" in (run.reason or ""), run.reason
+    wait_until(lambda: process_gone(pid), f"the orphaned training process {pid} to exit")
+
+
+def test_detach_hands_the_run_to_the_background_and_queue_cancel_stops_it(healer_home: Path) -> None:
+    started = healer("run", "tiny-sft", *ENDLESS, "--detach", "--json", check=True)
+    run_id = json.loads(started.stdout)["id"]
+    assert f"healer queue cancel {run_id}" in started.stderr and "background" in started.stderr
+    with Store(paths.db_path()) as store:
+        running = wait_until(lambda: store.run(run_id).pid, f"detached run {run_id} to start", timeout=240)
+    assert not process_gone(running), "the run must outlive `healer run --detach`"
+    cancelled = healer("queue", "cancel", str(run_id), "--grace", str(GRACE_WAIT_S), check=True)
+    assert f"run {run_id} cancelled" in cancelled.stdout
+    wait_until(lambda: process_gone(running), f"detached run {run_id} to exit after `queue cancel`")
+    assert _run_processes() == []
 
 
 def test_a_run_that_crashes_is_failed_with_its_reason(tmp_path: Path) -> None:
@@ -195,16 +257,6 @@ def test_a_run_that_crashes_is_failed_with_its_reason(tmp_path: Path) -> None:
         run = store.runs()[0]
     assert run.status == "failed" and run.exit_code == 1 and run.reason
     assert "Traceback" in Path(run.log_path or "").read_text()
-
-
-def _wait_gone(pid: int, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
 
 
 def test_lora_sft_run_trains_adapters_only(healer_home: Path) -> None:

@@ -12,7 +12,7 @@ from healer.cli.evaluate import print_accuracy
 from healer.errors import HealerError
 from healer.presets import Preset, load_preset
 from healer.refs import check_startable, resolve_checkpoint
-from healer.runner import create_run, reap_dead, run_foreground
+from healer.runner import create_run, launch, reap_dead, run_foreground
 from healer.store import Run, Status, Store
 
 app = App(help="Runs and their lineage.")
@@ -33,14 +33,32 @@ def run(
         typer.Option("--from", help="start from RUN@STEP, RUN@last, RUN@peak-ood or a directory"),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="do not echo the run's log")] = False,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            "-d",
+            help="start it in the background and return: it outlives the terminal (`healer queue "
+            "logs RUN -f` follows it, `healer queue cancel RUN` stops it)",
+        ),
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Run a preset now, in its own subprocess; Ctrl-C cancels it."""
+    """Run a preset now, in its own subprocess, and wait for it. Ctrl-C, SIGTERM and SIGHUP (a closed terminal,
+    `timeout`, a scheduler) cancel the run; --detach hands it to the background instead."""
     loaded = load_preset(preset, overrides or [])
     if name:
         loaded = dataclasses.replace(loaded, spec=dataclasses.replace(loaded.spec, name=name))
     store = open_store()
     created = start_run(store, loaded, start)
+    if detach:
+        process = launch(store, created)
+        err.print(f"run {created.id} ({created.name}) started in the background, pid {process.pid}; it goes on after "
+                  f"this terminal closes. Follow it: healer queue logs {created.id} -f; stop it: healer queue cancel "
+                  f"{created.id}", markup=False)  # fmt: skip
+        if json_out:
+            print_json(report.run_detail(store, store.run(created.id)))
+        return
     err.print(f"run {created.id} ({created.name}) started; log: {created.log_path}", markup=False)
     finished = run_foreground(store, created, echo=None if quiet else sys.stderr)
     if json_out:

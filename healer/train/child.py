@@ -6,12 +6,14 @@ import os
 import signal
 import socket
 import threading
+import time
 import traceback
 from types import FrameType
 
 from healer import paths
 from healer.errors import HealerError
 from healer.presets import RunSpec, build_spec
+from healer.runner import FOREGROUND_PARENT
 from healer.store import Run, Status, Store
 
 HEARTBEAT_S = 10.0
@@ -26,6 +28,7 @@ def main(run_ids: list[int]) -> int:
     the one in progress and puts the rest back in the queue."""
     store = Store(paths.db_path())
     _install_signal_handlers()
+    _watch_foreground_parent()
     code = 0
     for index, run_id in enumerate(run_ids):
         try:
@@ -88,12 +91,33 @@ def execute(run: Run, spec: RunSpec, store: Store) -> None:
         raise ValueError(f"method {spec.method!r} is not implemented")
 
 
+SIGNAL_MEANING = {"SIGINT": " (Ctrl-C)", "SIGHUP": " (its terminal closed)"}
+_cancel_reason: list[str] = []  # set by the parent watchdog before it signals the main thread
+
+
 def _install_signal_handlers() -> None:
     def cancel(signum: int, frame: FrameType | None) -> None:
-        raise RunCancelled(f"received {signal.Signals(signum).name}")
+        name = signal.Signals(signum).name
+        raise RunCancelled(_cancel_reason[0] if _cancel_reason else f"received {name}{SIGNAL_MEANING.get(name, '')}")
 
-    signal.signal(signal.SIGTERM, cancel)
-    signal.signal(signal.SIGINT, cancel)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, cancel)
+
+
+def _watch_foreground_parent(poll_s: float = 1.0) -> None:
+    """A run of `healer run` (not --detach, not a worker's) ends with its command: if that process is gone (SIGKILL,
+    a crash), cancel the run instead of training on as an orphan."""
+    parent = os.environ.get(FOREGROUND_PARENT, "")
+    if not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(poll_s)
+        _cancel_reason.append(f"the `healer run` that ran it in the foreground (pid {parent}) is gone")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _start_heartbeat(db_path: os.PathLike[str], run_id: int) -> threading.Event:
