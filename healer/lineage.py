@@ -99,7 +99,8 @@ def tree_entry(store: Store, run: Run) -> dict[str, Any]:
     table = by_step(run_evals, protocol)
     entry: dict[str, Any] = {
         "id": run.id, "name": run.name, "kind": run.kind, "method": run.method, "status": run.status,
-        "parent_run": run.parent_run, "parent_step": run.parent_step, "step": store.last_step(run.id),
+        "parent_run": run.parent_run, "parent_step": run.parent_step, "start_ref": run.start_ref,
+        "step": store.last_step(run.id),
         "total_steps": run.total_steps, "last_eval": None, "peak_ood": None,
     }  # fmt: skip
     if table:

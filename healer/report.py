@@ -21,6 +21,7 @@ def run_row(store: Store, run: Run) -> dict[str, Any]:
         "status": run.status,
         "parent_run": run.parent_run,
         "parent_step": run.parent_step,
+        "start_ref": run.start_ref,
         "created_at": run.created_at,
         "started_at": run.started_at,
         "finished_at": run.finished_at,
@@ -61,7 +62,7 @@ def run_detail(store: Store, run: Run) -> dict[str, Any]:
         "params": json.loads(run.params) if run.params else None,
         "last_metrics": {name: {"step": m.step, "value": m.value} for name, m in store.last_metrics(run.id).items()},
         "lineage": lineage(store, run),
-        "children": [{"id": c.id, "name": c.name, "parent_step": c.parent_step} for c in store.children(run.id)],
+        "children": [child_row(store, c) for c in store.children(run.id)],
         "reason": run.reason,
         "out_dir": run.out_dir,
         "log_path": run.log_path,
@@ -71,6 +72,22 @@ def run_detail(store: Store, run: Run) -> dict[str, Any]:
         "healer_version": run.healer_version,
         "git_commit": run.git_commit,
     }
+
+
+def child_row(store: Store, child: Run) -> dict[str, Any]:
+    """A run started (or queued to start) from this run's checkpoints; parent_step is None until a worker picks it."""
+    from healer.queue import wait_for
+
+    waiting = wait_for(store, child) if child.status == "queued" else None
+    return {"id": child.id, "name": child.name, "status": child.status, "parent_step": child.parent_step,
+            "start_ref": child.start_ref, "waiting_for": waiting.reason if waiting else None}  # fmt: skip
+
+
+def start_label(parent_run: int | None, parent_step: int | None, start_ref: str | None) -> str:
+    """Where a run starts, for tables: `1@50`, or `1@peak-ood` while a queued run waits for the pick; '' for none."""
+    if parent_run is not None and parent_step is not None:
+        return f"{parent_run}@{parent_step}"
+    return start_ref or ""
 
 
 def lineage(store: Store, run: Run) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ def healer_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("HEALER_HOME", str(home))
     monkeypatch.delenv("HEALER_DB", raising=False)
+    monkeypatch.delenv("COLUMNS", raising=False)  # captured output is whole, whatever terminal runs the suite
     return home
 
 

@@ -98,7 +98,9 @@ def test_runs_show_json_contract(populated: Store) -> None:
         (20, "/runs/1/checkpoint-20", True),
     ]
     assert detail["last_metrics"]["loss"] == {"step": 20, "value": 1.25}
-    assert detail["children"] == [{"id": 2, "name": "heal", "parent_step": 10}]
+    assert detail["children"] == [
+        {"id": 2, "name": "heal", "status": "queued", "parent_step": 10, "start_ref": None, "waiting_for": None}
+    ]
     child = json.loads(invoke("runs", "show", "heal", "--json").output)
     assert child["lineage"] == [{"id": 1, "name": "tiny-sft", "kind": "sft", "step": 10}]
 

@@ -182,7 +182,9 @@ def test_cli_metrics_lineage_and_runs_tree(healer_home: Path) -> None:
     assert [(c["id"], c["parent_step"]) for c in rl[0]["children"]] == [(runs["rl2"].id, 20)]
 
     text = healer("runs", "tree", check=True).stdout
-    assert f"@100 -> run {runs['rl'].id} rl" in text and f"@20 -> run {runs['rl2'].id} rl2" in text
+    lines = text.splitlines()
+    assert any(line.startswith(f"└─ @100 {runs['rl'].id} rl ") for line in lines), text
+    assert any(line.startswith(f"   └─ @20 {runs['rl2'].id} rl2 ") for line in lines), text
     assert "probe" not in text
 
 

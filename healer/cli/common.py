@@ -2,23 +2,36 @@
 
 import functools
 import json
+import os
+import shutil
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from healer import paths
+from healer.cli.tables import Column, render_table
 from healer.errors import HealerError
 from healer.store import Store, describe_db_error
 
-out = Console(highlight=False, soft_wrap=True)
-if not out.is_terminal:
-    out.width = max(out.width, 160)  # piped or captured output: wide tables, not rows wrapped at 80 columns
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+WHOLE_LINES = 100_000  # the width of piped output: every column, every line whole, for grep and awk
+
+
+def _screen_width() -> int | None:
+    """The width output must fit: $COLUMNS when set, else the terminal's; None when stdout is piped or captured."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+SCREEN_WIDTH = _screen_width()
+out = Console(highlight=False, soft_wrap=SCREEN_WIDTH is None, width=SCREEN_WIDTH or WHOLE_LINES)
+err = Console(stderr=True, highlight=False, soft_wrap=SCREEN_WIDTH is None, width=SCREEN_WIDTH or WHOLE_LINES)
+_wide = False
 
 
 class App(typer.Typer):
@@ -61,11 +74,41 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
-    table = Table(*columns, title=title, title_justify="left", box=None, header_style="bold", pad_edge=False)
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    out.print(table)
+WideOption = Annotated[bool, typer.Option("--wide", help="every column, however wide the table gets")]
+
+
+def show_wide(wide: bool) -> None:
+    """`--wide`: tables keep every column whatever the terminal's width."""
+    global _wide
+    _wide = wide
+
+
+def print_table(columns: Sequence[str | Column], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+    """A table that fits the terminal (columns drop out and text folds, in each Column's order), whole when piped;
+    every cell is plain text, never Rich markup."""
+    limit = None if _wide else SCREEN_WIDTH
+    table, hidden = render_table(columns, rows, limit)
+    if title:
+        out.print(title, markup=False, style="italic")
+    screen, out.width = out.width, limit or WHOLE_LINES  # --wide: as wide as the table, past the screen's edge
+    try:
+        if out.is_terminal:
+            out.print(table)
+        else:  # no padding to the column's width at the end of a line, for diff, grep and awk
+            with out.capture() as captured:
+                out.print(table)
+            sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    finally:
+        out.width = screen
+    if hidden:
+        err.print(f"hidden at {limit} columns: {', '.join(hidden)} (--wide shows them)", markup=False, style="dim")
+
+
+def progress(step: int | None, total: int | None) -> str:
+    """`120/300` for a run with a step budget, the step alone without one (an edit, an evaluation holder)."""
+    if total:
+        return f"{step or 0}/{total}"
+    return "" if step is None else str(step)
 
 
 def fmt(value: float | None, digits: int = 4) -> str:

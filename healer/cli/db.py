@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 
 from healer import paths
-from healer.cli.common import App, out, print_json, print_table
+from healer.cli.common import App, Column, out, print_json, print_table
 from healer.store import query_read_only
 
 app = App(help="The SQLite store.")
@@ -26,7 +26,7 @@ def sql(
     if json_out:
         print_json([dict(zip(columns, row, strict=True)) for row in rows])
     else:
-        print_table(columns, rows)
+        print_table([Column(c, fold=True, min_width=8) for c in columns], rows)
 
 
 def register(root: App) -> None:

@@ -7,7 +7,19 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from healer.cli.common import App, err, fail, fmt, open_store, out, print_json, print_table
+from healer.cli.common import (
+    App,
+    Column,
+    WideOption,
+    err,
+    fail,
+    fmt,
+    open_store,
+    out,
+    print_json,
+    print_table,
+    show_wide,
+)
 from healer.evals import eval_row
 from healer.presets import RunSpec, build_spec, load_preset, with_overrides
 from healer.refs import CheckpointRef, resolve_checkpoint
@@ -42,9 +54,11 @@ def run_eval(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="override, e.g. eval.temperature=0.7")
     ] = None,
+    wide: WideOption = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the stored evaluations as JSON")] = False,
 ) -> None:
     """Evaluate checkpoints now, in this process, and store accuracy with Wilson 95 % intervals."""
+    show_wide(wide)
     store = open_store()
     targets = _targets(store, ref)
     spec = _spec(targets[0], preset, overrides or [], split, n, protocol)
@@ -57,7 +71,10 @@ def run_eval(
     if json_out:
         print_json(rows)
     else:
-        columns = ["step", "split", "protocol", "n", "correct", "% [95% CI]", "format err", "reward", "loss"]
+        columns = [Column("step", justify="right"), "split", Column("protocol", drop=2),
+                   Column("n", justify="right", drop=3), Column("correct", justify="right", drop=3), "% [95% CI]",
+                   Column("format err", justify="right", drop=1), Column("reward", justify="right", drop=1),
+                   Column("loss", justify="right", drop=1)]  # fmt: skip
         print_table(columns, [_eval_cells(r) for r in rows])
 
 
@@ -145,7 +162,11 @@ def print_accuracy(detail: dict[str, Any]) -> None:
     spectra = {r["step"]: r for r in detail.get("spectra") or []}
     rotation = ["angle° (u)", "σ drift %"] if spectra else []
     out.print()
-    print_table(["step", *(f"{s} % [95% CI]" for s in splits), *(f"{s} loss" for s in splits), *rotation, ""],
+    columns = [Column("step", justify="right"), *(Column(f"{s} % [95% CI]") for s in splits),
+               *(Column(f"{s} loss", justify="right", drop=3) for s in splits),
+               *(Column(name, justify="right", drop=drop) for name, drop in zip(rotation, (1, 2), strict=False)),
+               Column("", fold=True, min_width=8)]  # fmt: skip
+    print_table(columns,
                 [[step, *(_acc(by_split.get(s)) for s in splits), *(_loss((by_split.get(s) or {}).get("loss"))
                   for s in splits), *(_rotation(spectra.get(step)) if spectra else []), ", ".join(marks.get(step, []))]
                  for step, by_split in steps.items()],

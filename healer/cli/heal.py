@@ -8,7 +8,7 @@ import typer
 
 from healer import heal as sweep
 from healer import queue
-from healer.cli.common import App, err, open_store, out, print_json, print_table
+from healer.cli.common import App, Column, WideOption, err, open_store, out, print_json, print_table, show_wide
 from healer.cli.runs import start_run
 from healer.errors import HealerError
 from healer.presets import RL_METHODS, Preset, load_preset
@@ -37,12 +37,14 @@ def heal(
     ] = False,
     priority: Annotated[int, typer.Option(help="--queue: the runs' priority")] = 0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="echo each RL run's log")] = False,
+    wide: WideOption = False,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Start RL from chosen checkpoints of an SFT run, one after another, and report how much OOD each recovered.
 
     The default start points are the SFT run's OOD peak and its last checkpoint (--at peak-ood,last).
     """
+    show_wide(wide)
     store = open_store()
     reap_dead(store)
     sft = store.find_run(sft_run)
@@ -116,10 +118,22 @@ def print_heal_table(rows: list[dict[str, Any]], sft: Run, json_out: bool = Fals
     if peak:
         where = "the model it started from" if peak["step"] == 0 else f"step {peak['step']}"
         title += f"; its OOD peak: {100 * peak['ood']:.1f} at {where}"
+    columns = [
+        Column("start", fold=True, min_width=12),
+        Column("id", justify="right", drop=5),
+        Column("ood", justify="right"),
+        Column("run", justify="right"),
+        Column("status", drop=2),
+        Column("id after", justify="right", drop=5),
+        Column("ood after", justify="right"),
+        Column("Δ id", justify="right", drop=4),
+        Column("Δ ood", justify="right"),
+        Column("ood flips", justify="right", drop=3),
+        Column("recovered", justify="right", drop=1),
+    ]
     print_table(
-        ["start", "", "id", "ood", "rl run", "status", "id after", "ood after", "Δ id", "Δ ood", "ood flips",
-         "recovered"],
-        [[f"{r['start']['run']}@{r['start']['step']}", ", ".join(r["start"]["labels"]), _pct(r["start"], "id"),
+        columns,
+        [[" ".join([f"{r['start']['run']}@{r['start']['step']}", *r["start"]["labels"]]), _pct(r["start"], "id"),
           _pct(r["start"], "ood"), r["rl_run"], r["status"], _pct(r["after"], "id"), _pct(r["after"], "ood"),
           _points(r["delta_id"]), _points(r["delta_ood"]), _flips(r["flips_ood"]), _recovered(r)] for r in rows],
         title=title,

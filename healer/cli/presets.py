@@ -1,11 +1,12 @@
 """`healer presets ls|show|keys`: the presets healer can find and what they resolve to."""
 
+import re
 import tomllib
 from typing import Annotated
 
 import typer
 
-from healer.cli.common import App, out, print_json, print_table
+from healer.cli.common import App, Column, WideOption, out, print_json, print_table, show_wide
 from healer.presets import find_preset, load_preset, preset_dirs, spec_help
 from healer.report import flatten
 
@@ -13,8 +14,9 @@ app = App(help="Presets: TOML files of overrides that resolve to a RunSpec.")
 
 
 @app.command("ls")
-def ls(json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+def ls(wide: WideOption = False, json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List the presets found in ./presets, healer's own presets and $HEALER_HOME/presets."""
+    show_wide(wide)
     rows = []
     seen: set[str] = set()
     for directory in preset_dirs():
@@ -27,7 +29,12 @@ def ls(json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = Fa
         print_json(rows)
     else:
         print_table(
-            ["name", "method", "model", "description"],
+            [
+                "name",
+                Column("method", drop=2),
+                Column("model", cut=True, drop=1),
+                Column("description", fold=True, min_width=36),
+            ],
             [[r["name"], r["method"], r["model"], r["description"]] for r in rows],
         )
 
@@ -38,14 +45,24 @@ def _describe(path) -> dict:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         data = {}
-    comment = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
     return {
         "name": path.stem,
         "path": str(path),
         "method": data.get("method", "sft"),
         "model": data.get("model", {}).get("path", ""),
-        "description": comment,
+        "description": first_sentence(text),
     }
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of a preset's leading comment, however many lines it spans."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    comment = " ".join(lines)
+    return re.split(r"(?<=[.!?])\s", comment, maxsplit=1)[0]
 
 
 @app.command("show")
@@ -68,6 +85,7 @@ def show(
 
 
 @app.command("keys")
-def keys() -> None:
+def keys(wide: WideOption = False) -> None:
     """List every preset key with its default and meaning."""
-    print_table(["key", "default", "meaning"], spec_help())
+    show_wide(wide)
+    print_table(["key", Column("default", fold=True), Column("meaning", fold=True, min_width=30)], spec_help())

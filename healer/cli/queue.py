@@ -12,9 +12,21 @@ from typing import Annotated
 import typer
 
 from healer import queue
-from healer.cli.common import App, err, open_store, out, print_json, print_table
+from healer.cli.common import (
+    App,
+    Column,
+    WideOption,
+    err,
+    open_store,
+    out,
+    print_json,
+    print_table,
+    progress,
+    show_wide,
+)
 from healer.errors import HealerError
 from healer.presets import load_preset
+from healer.report import start_label
 from healer.runner import CANCEL_GRACE_S, reap_dead
 from healer.store import FINISHED, JOB_KINDS, Run, Status, Store, pid_alive
 
@@ -62,9 +74,11 @@ def ls(
     show_all: Annotated[
         bool, typer.Option("--all", help="finished evaluation jobs too (--json always has them)")
     ] = False,
+    wide: WideOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """The queue: waiting, running and finished runs with GPUs, progress, elapsed time, ETA and what they wait for."""
+    show_wide(wide)
     store = open_store()
     reap_dead(store)
     rows = [queue.queue_row(store, r) for r in store.queue_runs()]
@@ -77,8 +91,12 @@ def ls(
         err.print("the queue is empty; add runs with `healer queue add PRESET`", markup=False)
         return
     shown = [r for r in rows if show_all or not (r["kind"] in JOB_KINDS and r["status"] == Status.DONE)]
+    columns = [Column("id", justify="right"), Column("name", cut=True), Column("status"),
+               Column("prio", justify="right", drop=4), Column("gpus", drop=3), Column("step", justify="right"),
+               Column("elapsed", justify="right", drop=2), Column("eta", justify="right", drop=1),
+               Column("from", drop=1), Column("note", fold=True)]  # fmt: skip
     print_table(
-        ["id", "name", "status", "prio", "gpus", "step", "elapsed", "eta", "from", "note"],
+        columns,
         [[r["id"], r["name"], r["status"], r["priority"], r["assigned_gpus"] or _gpus(r["gpus"]), _step(r),
           _duration(r["elapsed_s"]), _duration(r["eta_s"]), _from(r), r["waiting_for"] or r["reason"] or ""]
          for r in shown],
@@ -88,9 +106,7 @@ def ls(
 
 
 def _step(row: dict) -> str:
-    if row["kind"] in JOB_KINDS:
-        return ""
-    return f"{row['step'] or 0}/{row['total_steps'] or '?'}"
+    return "" if row["kind"] in JOB_KINDS else progress(row["step"], row["total_steps"])
 
 
 def _gpus(wanted: int | None) -> str:
@@ -98,10 +114,8 @@ def _gpus(wanted: int | None) -> str:
 
 
 def _from(row: dict) -> str:
-    if row["parent_run"] is not None and row["parent_step"] is not None:
-        return f"{row['parent_run']}@{row['parent_step']}"
-    parts = [row["start_ref"] or "", f"after {row['after_run']}" if row["after_run"] else ""]
-    return " ".join(p for p in parts if p)
+    start = start_label(row["parent_run"], row["parent_step"], row["start_ref"])
+    return " ".join(p for p in (start, f"after {row['after_run']}" if row["after_run"] else "") if p)
 
 
 def _duration(seconds: float | None) -> str:

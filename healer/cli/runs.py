@@ -7,7 +7,19 @@ from typing import Annotated, Any
 import typer
 
 from healer import lineage, report
-from healer.cli.common import App, err, fmt, open_store, out, print_json, print_table
+from healer.cli.common import (
+    App,
+    Column,
+    WideOption,
+    err,
+    fmt,
+    open_store,
+    out,
+    print_json,
+    print_table,
+    progress,
+    show_wide,
+)
 from healer.cli.evaluate import print_accuracy
 from healer.errors import HealerError
 from healer.presets import Preset, load_preset
@@ -99,9 +111,11 @@ def print_run_summary(store: Store, run: Run) -> None:
 @app.command("ls")
 def ls(
     show_all: Annotated[bool, typer.Option("--all", help="evaluation jobs too (`healer queue ls` has them)")] = False,
+    wide: WideOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """List runs, oldest first."""
+    show_wide(wide)
     store = open_store()
     reap_dead(store)
     runs = [r for r in store.runs() if show_all or not r.is_checkpoint_job]
@@ -109,85 +123,89 @@ def ls(
     if json_out:
         print_json(rows)
         return
+    if not rows:
+        err.print("no runs yet; start one with `healer run PRESET` or `healer demo`", markup=False)
+        return
     last = {r.id: store.last_metrics(r.id) for r in runs}
-    loss = {run_id: metrics.get("loss") for run_id, metrics in last.items()}
-    reward = {run_id: metrics.get("reward") for run_id, metrics in last.items()}
+    columns = [Column("id", justify="right"), Column("name", cut=True), Column("kind", drop=3), Column("status"),
+               Column("step", justify="right"), Column("loss", drop=1, justify="right"),
+               Column("reward", drop=2, justify="right"), Column("from", drop=1),
+               Column("created", drop=4)]  # fmt: skip
     print_table(
-        ["id", "name", "kind", "status", "step", "loss", "reward", "parent", "created"],
-        [
-            [
-                r["id"],
-                r["name"],
-                r["kind"],
-                r["status"],
-                f"{r['step'] or 0}/{r['total_steps'] or '?'}",
-                fmt(loss[r["id"]].value if loss[r["id"]] else None),
-                fmt(reward[r["id"]].value if reward[r["id"]] else None),
-                _parent(r),
-                r["created_at"],
-            ]
-            for r in rows
-        ],
-    )
+        columns,
+        [[r["id"], r["name"], r["kind"], r["status"], progress(r["step"], r["total_steps"]),
+          _last_value(last[r["id"]], "loss"), _last_value(last[r["id"]], "reward"),
+          report.start_label(r["parent_run"], r["parent_step"], r["start_ref"]), _when(r["created_at"])]
+         for r in rows],
+    )  # fmt: skip
+
+
+def _last_value(metrics: dict[str, Any], name: str) -> str:
+    metric = metrics.get(name)
+    return fmt(metric.value if metric else None)
+
+
+def _when(timestamp: str | None) -> str:
+    """An ISO time as `2026-12-03 09:35` (UTC, as stored; --json has the full value)."""
+    return (timestamp or "")[:16].replace("T", " ")
 
 
 @app.command("show")
-def show(ref: RunArgument, json_out: JsonOption = False) -> None:
-    """Show one run: spec, status, lineage, checkpoints and last metrics."""
+def show(
+    ref: RunArgument,
+    spec: Annotated[bool, typer.Option("--spec", help="also the full resolved spec, one key per line")] = False,
+    wide: WideOption = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Show one run: status, lineage, checkpoints, accuracy per checkpoint and last metrics (--spec: its spec)."""
+    show_wide(wide)
     store = open_store()
     reap_dead(store)
     detail = report.run_detail(store, store.find_run(ref))
     if json_out:
         print_json(detail)
         return
-    _print_detail(store, detail)
+    _print_detail(store, detail, with_spec=spec)
 
 
-def _print_detail(store: Store, d: dict) -> None:
-    fields = [
-        "status",
-        "kind",
-        "method",
-        "model_path",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "exit_code",
-        "reason",
-        "host",
-        "out_dir",
-        "log_path",
-        "preset_path",
-        "healer_version",
-        "git_commit",
-    ]
+DETAIL_FIELDS = ("status", "kind", "method", "reason", "model_path", "created_at", "started_at", "finished_at",
+                 "exit_code", "host", "out_dir", "log_path", "preset_path", "healer_version", "git_commit")  # fmt: skip
+
+
+def _print_detail(store: Store, d: dict, with_spec: bool = False) -> None:
     out.print(f"run {d['id']}  {d['name']}", style="bold", markup=False)
-    print_table(["", ""], [[k, d[k]] for k in fields if d.get(k) is not None])
+    print_table([Column(""), Column("", fold=True)], [[k, d[k]] for k in DETAIL_FIELDS if d.get(k) is not None])
     if d["lineage"]:
-        chain = " -> ".join(f"run {a['id']} {a['name']}@{a['step']}" for a in d["lineage"])
-        out.print(f"lineage: {chain} -> run {d['id']}", markup=False)
-    if d["children"]:
-        out.print("children: " + ", ".join(f"run {c['id']} from step {c['parent_step']}" for c in d["children"]))
+        start = report.start_label(d["parent_run"], d["parent_step"], d["start_ref"])
+        chain = [f"run {a['id']} {a['name']}" + (f"@{a['step']}" if a["step"] is not None else "")
+                 for a in d["lineage"]]  # fmt: skip
+        if d["parent_step"] is None and start:
+            chain[-1] = f"run {start}"
+        out.print(f"lineage: {' -> '.join(chain)} -> run {d['id']}", markup=False)
+    for child in d["children"]:
+        start = report.start_label(d["id"], child["parent_step"], child["start_ref"])
+        waiting = f", waiting for {child['waiting_for']}" if child["waiting_for"] else ""
+        out.print(f"child: run {child['id']} {child['name']} from {start}{waiting} ({child['status']})", markup=False)
     if d["checkpoints"]:
         out.print()
         print_table(
-            ["step", "path", "kept", "pruned"],
-            [
-                [c["step"], c["path"], "by hand" if c["protected"] else "", c["pruned_at"] or ""]
-                for c in d["checkpoints"]
-            ],
+            [Column("step", justify="right"), Column("path", fold=True), Column("kept", drop=1),
+             Column("pruned", drop=2)],
+            [[c["step"], c["path"], "by hand" if c["protected"] else "", _when(c["pruned_at"])]
+             for c in d["checkpoints"]],
             title="checkpoints",
-        )
+        )  # fmt: skip
     if d["last_metrics"]:
         out.print()
         print_table(
-            ["metric", "step", "value"],
+            ["metric", Column("step", justify="right"), Column("value", justify="right")],
             [[k, v["step"], fmt(v["value"])] for k, v in d["last_metrics"].items()],
             title="last metrics",
         )
     print_accuracy(d)
-    out.print()
-    print_table(["spec", ""], [[k, repr(v)] for k, v in report.flatten(d["spec"])])
+    if with_spec:
+        out.print()
+        print_table(["spec", Column("", fold=True)], [[k, repr(v)] for k, v in report.flatten(d["spec"])])
     loss = report.curve_summary(store.metrics(d["id"], "loss"))
     if loss:
         out.print(f"\nloss {loss['sparkline']}  {loss['first'][1]:.3f} -> {loss['last'][1]:.3f}")
@@ -229,9 +247,11 @@ def metrics(
 @app.command("tree")
 def tree(
     ref: Annotated[str | None, typer.Argument(help="run id or name: show the tree it belongs to")] = None,
+    wide: WideOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Runs and the runs started from their checkpoints (RL from SFT), with the step each started from."""
+    show_wide(wide)
     store = open_store()
     reap_dead(store)
     root = lineage.root_of(store, store.find_run(ref)) if ref else None
@@ -242,32 +262,33 @@ def tree(
     if not nodes:
         err.print("no runs yet; start one with `healer run PRESET`", markup=False)
         return
-    from rich.tree import Tree
-
-    for node in nodes:
-        top = Tree(_tree_label(node))
-        _add_children(top, node)
-        out.print(top)
-
-
-def _add_children(branch: Any, node: dict[str, Any]) -> None:
-    for child in node["children"]:
-        _add_children(branch.add(f"@{child['parent_step']} -> " + _tree_label(child)), child)
+    columns = [Column("run", cut=True, min_width=20), Column("method", drop=2), Column("status"),
+               Column("step", justify="right", drop=3), Column("ID %", justify="right"),
+               Column("OOD %", justify="right"), Column("at", justify="right", drop=1),
+               Column("OOD peak", drop=1)]  # fmt: skip
+    print_table(columns, [row for node in nodes for row in _tree_rows(node, "", "")])
+    err.print("ID %, OOD %: at the run's last evaluated step (at); OOD peak: its best OOD, @step", markup=False)
 
 
-def _tree_label(node: dict[str, Any]) -> str:
-    from rich.markup import escape
+def _tree_rows(node: dict[str, Any], lead: str, indent: str) -> list[list[str]]:
+    """The node's row, its run drawn under its parent with the checkpoint it starts from, then its children's."""
+    start = f"@{node['parent_step']} " if node["parent_step"] is not None else ""
+    if node["parent_step"] is None and node.get("start_ref") and "@" in node["start_ref"]:
+        start = f"@{node['start_ref'].rsplit('@', 1)[1]} "
+    last, peak = node["last_eval"] or {}, node["peak_ood"]
+    row = [f"{lead}{start if lead else ''}{node['id']} {node['name']}", node["method"], node["status"],
+           progress(node["step"], node["total_steps"]), _pct(last.get("id")), _pct(last.get("ood")),
+           f"@{last['step']}" if last else "", f"{100 * peak['ood']:.1f} @{peak['step']}" if peak else ""]  # fmt: skip
+    rows = [row]
+    children = node["children"]
+    for i, child in enumerate(children):
+        end = i == len(children) - 1
+        rows += _tree_rows(child, indent + ("└─ " if end else "├─ "), indent + ("   " if end else "│  "))
+    return rows
 
-    parts = [f"run {node['id']} {escape(node['name'])}", node["method"], node["status"],
-             f"{node['step'] or 0}/{node['total_steps'] or '?'}"]  # fmt: skip
-    last = node["last_eval"]
-    if last:
-        accuracies = "  ".join(f"{s.upper()} {100 * v:.1f}" for s, v in last.items() if s != "step")
-        parts.append(f"@{last['step']}: {accuracies}")
-    peak = node["peak_ood"]
-    if peak and (not last or peak["step"] != last["step"]):
-        parts.append(f"OOD peak {100 * peak['ood']:.1f} @{peak['step']}")
-    return "  ".join(parts)
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
 
 
 @app.command("keep")
@@ -301,10 +322,6 @@ def prune(
         out.print(f"run {run.id}: nothing to prune", markup=False)
     elif dry_run:
         out.print(f"run {run.id}: would delete checkpoints {', '.join(map(str, steps))}", markup=False)
-
-
-def _parent(row: dict) -> str:
-    return "" if row["parent_run"] is None else f"{row['parent_run']}@{row['parent_step']}"
 
 
 def register(root: App) -> None:

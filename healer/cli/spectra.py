@@ -9,7 +9,7 @@ from typer.core import TyperGroup
 
 from healer import report
 from healer import spectra as core
-from healer.cli.common import App, err, fmt, open_store, out, print_json, print_table
+from healer.cli.common import App, Column, WideOption, err, fmt, open_store, out, print_json, print_table, show_wide
 from healer.cli.evaluate import print_accuracy
 from healer.errors import HealerError
 from healer.presets import SpectraSpec, build_spec
@@ -45,10 +45,12 @@ def measure(
     method: Annotated[str | None, typer.Option(help="auto, exact or fast")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
     full: Annotated[bool, typer.Option(help="--json: every angle (sorted) and singular-value drift too")] = False,
+    wide: WideOption = False,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON (one object per matrix and side)")] = False,
 ) -> None:
     """Principal angles between the top-k singular subspaces of the checkpoint and of the reference, per layer,
     module and side, with singular-value drift and the update's energy split; stored in the spectra table."""
+    show_wide(wide)
     if method is not None and method not in ("auto", "exact", "fast"):
         raise HealerError(f"--method {method!r}: use auto, exact or fast")
     if device is not None and device not in ("auto", "cpu", "cuda"):
@@ -73,8 +75,11 @@ def print_matrices(rows: list[dict[str, Any]], checkpoint: str, reference: str) 
     for r in rows:
         pairs.setdefault(r["param"], {})[r["side"]] = r
     print_table(
-        ["layer", "module", "k", "u mean°", "u max°", "v mean°", "v max°", "forced 0 (u/v)", "σ drift %",
-         "rotation %", "method"],
+        [Column("layer", justify="right"), "module", Column("k", justify="right", drop=3),
+         Column("u mean°", justify="right"), Column("u max°", justify="right", drop=2),
+         Column("v mean°", justify="right"), Column("v max°", justify="right", drop=2),
+         Column("forced 0 (u/v)", justify="right", drop=4), Column("σ drift %", justify="right"),
+         Column("rotation %", justify="right", drop=1), Column("method", drop=5)],
         [[u["layer"], u["module"], u["k"], fmt(u["mean_angle_deg"], 3), fmt(u["max_angle_deg"], 3),
           fmt(v["mean_angle_deg"], 3), fmt(v["max_angle_deg"], 3), f"{u['forced_zero']}/{v['forced_zero']}",
           fmt(100 * u["sigma_rel_drift"], 3), _pct(u["energy_rotation"]), u["method"]]
@@ -154,10 +159,12 @@ def edit(
     layers: Annotated[str | None, typer.Option(help="only these layers, e.g. 0-9 or 0,3,5-7")] = None,
     modules: Annotated[str, typer.Option(help="comma-separated: q,k,v,o,gate,up,down")] = ",".join(MODULES),
     evaluate: Annotated[bool, typer.Option(help="evaluate the edited checkpoint on ID and OOD")] = True,
+    wide: WideOption = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the edit run as JSON")] = False,
 ) -> None:
     """Write a checkpoint whose matrices take the reference's singular vectors (and values) at the chosen ranks,
     register it as an `edit` run with its parameters and lineage, and evaluate it."""
+    show_wide(wide)
     from healer import edits
     from healer.spectral.edit import Plan, parse_layers
 

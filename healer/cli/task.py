@@ -4,10 +4,10 @@ from typing import Annotated
 
 import typer
 
-from healer.cli.common import App, out, print_json, print_table
+from healer.cli.common import App, Column, WideOption, out, print_json, print_table, show_wide
 from healer.errors import HealerError
 from healer.presets import TaskSpec
-from healer.tasks import task_names
+from healer.tasks import DESCRIPTIONS, task_names
 from healer.tasks.formula import format_value
 from healer.tasks.general_points import (
     MAX_CARDS,
@@ -23,11 +23,6 @@ from healer.tasks.general_points import (
 
 app = App(help="Tasks: check and solve GeneralPoints hands, count solvable hands, show prompts.")
 
-DESCRIPTIONS = {
-    "general_points": "the 24 game with ID (J/Q/K = 10) and OOD (J/Q/K = 11/12/13) rules, the paper's task",
-    "jsonl": "a local JSONL file of prompt, answer and optional split, scored by exact or numeric match",
-    "arithmetic": "adding and subtracting two numbers: ID below 50, OOD from 50 to 99",
-}
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
 CardsOption = Annotated[str, typer.Option("--cards", help='the hand, e.g. "3 3 8 8" or "A,5,J,K" (A, 2..10, J, Q, K)')]
@@ -153,13 +148,14 @@ def sample(
 
 
 @app.command("ls")
-def ls(json_out: JsonOption = False) -> None:
+def ls(wide: WideOption = False, json_out: JsonOption = False) -> None:
     """List the tasks a preset's task.name can choose."""
-    rows = [{"name": name, "description": DESCRIPTIONS.get(name, "")} for name in task_names()]
+    show_wide(wide)
+    rows = [{"name": name, "description": DESCRIPTIONS[name]} for name in task_names()]
     if json_out:
         print_json(rows)
         return
-    print_table(["name", "description"], [[r["name"], r["description"]] for r in rows])
+    print_table(["name", Column("description", fold=True)], [[r["name"], r["description"]] for r in rows])
 
 
 def register(root: App) -> None:

@@ -92,10 +92,18 @@ REGISTRY: dict[str, TaskFactory] = {
     "general_points": _general_points,
     "jsonl": _jsonl,
 }
+DESCRIPTIONS: dict[str, str] = {
+    "arithmetic": "adding and subtracting two numbers: ID below 50, OOD from 50 to 99",
+    "card_sum": "the sum of 3 cards with J/Q/K = 10 (ID) or 11/12/13 (OOD), the rule stated in the prompt: the CPU "
+    "demo's task, GeneralPoints reduced to what a ~1M-parameter model learns",
+    "general_points": "the 24 game with ID (J/Q/K = 10) and OOD (J/Q/K = 11/12/13) rules, the paper's task",
+    "jsonl": "a local JSONL file of prompt, answer and optional split, scored by exact or numeric match",
+}
 
 
-def register(name: str, factory: TaskFactory) -> None:
+def register(name: str, factory: TaskFactory, description: str) -> None:
     REGISTRY[name] = factory
+    DESCRIPTIONS[name] = description
 
 
 def task_names() -> list[str]:
