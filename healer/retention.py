@@ -3,7 +3,8 @@
 Protected: checkpoints marked by hand (`healer runs keep RUN@STEP`), the evaluation picks (OOD peak, best ID,
 loss pick), the start points of runs started or queued from this run, checkpoints not evaluated yet (the peak is not
 known before they are) and checkpoints an evaluation job is reading. A pruned checkpoint keeps its row, marked with
-`pruned_at`, so lineage and evaluations still name it.
+`pruned_at`, so lineage and evaluations still name it. The newest checkpoint always stays: a retry resumes from it
+(`resume_point`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,19 @@ from pathlib import Path
 
 from healer.evals import find_peaks
 from healer.presets import build_spec, keep_last
-from healer.store import Run, Status, Store
+from healer.store import Checkpoint, Run, Status, Store
 
 ACTIVE = (Status.QUEUED, Status.RUNNING)
+TRAINER_STATE = "trainer_state.json"  # what a checkpoint needs for the trainer to continue from it
+
+
+def resume_point(store: Store, run_id: int) -> Checkpoint | None:
+    """The checkpoint a run continues from when it executes again, however its earlier attempt ran (`healer run`, a
+    worker): its newest registered checkpoint still on disk that holds the trainer's state; None: it starts over."""
+    for checkpoint in reversed(store.checkpoints(run_id)):
+        if (Path(checkpoint.path) / TRAINER_STATE).is_file():
+            return checkpoint
+    return None
 
 
 def protected(store: Store, run: Run) -> dict[int, str]:

@@ -56,6 +56,7 @@ class Status(StrEnum):
 FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
 JOB_KINDS = ("eval", "spectra")  # jobs a training run queues for each checkpoint it saves
 CHECKPOINT_JOB = "(kind IN ('eval', 'spectra') AND parent_run IS NOT NULL)"  # SQL for Run.is_checkpoint_job
+REWOUND_TABLES = ("metrics", "evals", "spectra")  # a run's rows by step that a resumed run writes again
 
 
 def utcnow() -> str:
@@ -611,6 +612,18 @@ class Store:
     def last_step(self, run_id: int) -> int | None:
         row = self.conn.execute("SELECT MAX(step) FROM metrics WHERE run_id = ?", [run_id]).fetchone()
         return row[0]
+
+    def rewind(self, run_id: int, after_step: int) -> dict[str, int]:
+        """Delete what a run recorded after a step (metrics, evaluations with their samples, spectra), in one
+        transaction, as W&B's rewind does: a run resumed from that step trains those steps again, and its table must
+        not mix two attempts. Rows at or before the step stay as they are. Returns the rows deleted, by table."""
+        with self.db.atomic():
+            return {
+                table: self.conn.execute(
+                    f"DELETE FROM {table} WHERE run_id = ? AND step > ?", [run_id, after_step]
+                ).rowcount
+                for table in REWOUND_TABLES
+            }
 
 
 def _migrate(db: Database) -> None:

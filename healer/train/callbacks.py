@@ -101,8 +101,12 @@ class CheckpointJobs(TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        model: Any = None, **kwargs: Any) -> None:  # fmt: skip
-        if state.global_step == 0 and state.is_world_process_zero:
-            self._dispatch(0, self.spec.model.path, model)
+        if state.global_step > 0 or not state.is_world_process_zero:
+            return  # resumed: the start was measured by the attempt that saved the checkpoint
+        if self.measured(0):  # a retry that starts over: the start is the same model as the first time
+            print(f"healer: step 0: {self.what} is in the store from an earlier attempt", flush=True)
+            return
+        self._dispatch(0, self.spec.model.path, model)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model: Any = None,
                 **kwargs: Any) -> None:  # fmt: skip
@@ -123,6 +127,10 @@ class CheckpointJobs(TrainerCallback):
     def inline(self, step: int, path: str, model: Any) -> None:
         raise NotImplementedError
 
+    def measured(self, step: int) -> bool:
+        """Whether the store holds this work's results for a step of the run already."""
+        raise NotImplementedError
+
 
 class EvalCallback(CheckpointJobs):
     """ID and OOD evaluation of every checkpoint (eval.every_checkpoint)."""
@@ -135,6 +143,9 @@ class EvalCallback(CheckpointJobs):
         for e in evaluate(self.store, run_id=self.run.id, step=step, checkpoint_path=path, model=model,
                           tokenizer=self.tokenizer, spec=self.spec):  # fmt: skip
             print(describe_eval(e), flush=True)
+
+    def measured(self, step: int) -> bool:
+        return set(self.spec.eval.splits) <= {e.split for e in self.store.evals(self.run.id) if e.step == step}
 
 
 class SpectraCallback(CheckpointJobs):
@@ -153,6 +164,9 @@ class SpectraCallback(CheckpointJobs):
 
         measure_in_run(self.store, self.store.run(self.run.id), step, self.spec,
                        say=lambda line: print(line, flush=True))  # fmt: skip
+
+    def measured(self, step: int) -> bool:
+        return bool(self.store.spectra(self.run.id, step=step))
 
 
 def queue_jobs(run: Run, jobs: str) -> bool:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from healer.presets import RunSpec
+from healer.retention import resume_point
 from healer.store import Run, Store
 from healer.tasks import make_task
 
@@ -31,15 +32,45 @@ def run(run: Run, spec: RunSpec, store: Store) -> None:
 
 
 def resume_checkpoint(store: Store, run: Run) -> str | None:
-    """On a retry, the run's last checkpoint that holds the trainer state, to continue from; else None."""
-    if run.attempts <= 1:
+    """The checkpoint the trainer continues from (`resume_point`: an earlier attempt's newest with trainer state),
+    or None to start over. What the lost attempt recorded after that step is rewound first: it is trained again."""
+    checkpoint = resume_point(store, run.id)
+    step = checkpoint.step if checkpoint else 0
+    dropped = describe_rewound(store.rewind(run.id, after_step=step), step)
+    if checkpoint is None:
+        if dropped:
+            print(f"healer: run {run.id} has no checkpoint to resume from; starting over ({dropped})", flush=True)
         return None
-    for checkpoint in reversed(store.checkpoints(run.id)):
-        if (Path(checkpoint.path) / "trainer_state.json").exists():
-            print(f"healer: attempt {run.attempts}: resuming from {checkpoint.path}", flush=True)
-            return checkpoint.path
-    print(f"healer: attempt {run.attempts}: no checkpoint to resume from; starting over", flush=True)
-    return None
+    state = describe_trainer_state(Path(checkpoint.path))
+    print(f"healer: run {run.id}: resuming from step {step} ({Path(checkpoint.path).name}: {state})"
+          + (f"; {dropped}" if dropped else ""), flush=True)  # fmt: skip
+    return checkpoint.path
+
+
+# What HF's Trainer restores on resume besides the weights and trainer_state.json, and the files it reads it from.
+RESUMED_STATE = {
+    "optimizer": ("optimizer.pt", "optimizer.bin"),
+    "scheduler": ("scheduler.pt",),
+    "RNG": ("rng_state.pth", "rng_state_0.pth"),
+}
+
+
+def describe_trainer_state(checkpoint: Path) -> str:
+    """`optimizer, scheduler and RNG state`, naming what a checkpoint lacks (the trainer starts that part afresh)."""
+    have = [name for name, files in RESUMED_STATE.items() if any((checkpoint / f).is_file() for f in files)]
+    missing = [name for name in RESUMED_STATE if name not in have]
+    text = f"{join_words(have)} state" if have else "weights only"
+    return text + (f"; no {join_words(missing)} state, started afresh" if missing else "")
+
+
+def describe_rewound(rewound: dict[str, int], step: int) -> str:
+    """`dropped 12 rows of metrics after step 50 from the lost attempt`, or nothing when nothing was dropped."""
+    counts = [f"{n} rows of {table}" for table, n in rewound.items() if n]
+    return f"dropped {join_words(counts)} after step {step} from the lost attempt" if counts else ""
+
+
+def join_words(words: list[str]) -> str:
+    return " and ".join(filter(None, [", ".join(words[:-1]), words[-1]])) if words else ""
 
 
 def training_callbacks(store: Store, run: Run, spec: RunSpec, tokenizer: Any) -> list[Any]:
