@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from healer import __version__, paths
 from healer.cli import app
 from healer.store import Status, Store
+from tests.conftest import healer
 
 runner = CliRunner()
 
@@ -157,8 +158,38 @@ def test_user_errors_are_one_line_and_write_nothing(populated: Store, args: tupl
 def test_unwritable_database_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    result = invoke("--db", str(blocker / "healer.db"), "runs", "ls")
-    assert result.exit_code == 2 and result.output.startswith("error: cannot open the database")
+    result = invoke("--db", str(blocker / "healer.db"), "queue", "pause")
+    assert result.exit_code == 2
+    assert result.output == f"error: --db {blocker / 'healer.db'}: {blocker} is not a folder; fix the path\n"
+    assert blocker.read_text() == ""
+
+
+def test_a_database_in_a_missing_folder_is_one_line_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = tmp_path / "missing"
+    db = missing / "x.db"
+    listed = healer("--db", str(db), "runs", "ls")
+    monkeypatch.setenv("HEALER_DB", str(db))
+    queued = healer("queue", "add", "tiny-sft")
+    problem = f"the folder {missing} does not exist; create it or fix the path"
+    for result, option in ((listed, "--db"), (queued, "$HEALER_DB")):
+        assert result.returncode == 2 and result.stdout == "", result.stderr
+        assert result.stderr == f"error: {option} {db}: {problem}\n"
+    assert not missing.exists()
+
+
+def test_reads_of_a_store_not_created_yet_are_empty_and_create_nothing(tmp_path: Path, healer_home: Path) -> None:
+    for args in (("runs", "ls", "--json"), ("queue", "ls", "--json"), ("--db", str(tmp_path / "x.db"), "runs", "ls")):
+        result = healer(*args)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == [] if "--json" in args else "no runs yet" in result.stderr
+    shown = healer("runs", "show", "1")
+    assert shown.returncode == 2 and shown.stderr.startswith("error: no run with id 1")
+    assert not healer_home.exists() and not (tmp_path / "x.db").exists()
+    healer("queue", "pause", check=True)
+    healer("--db", str(tmp_path / "x.db"), "queue", "pause", check=True)
+    assert (healer_home / "healer.db").exists() and (tmp_path / "x.db").exists(), "a write creates the store"
 
 
 def test_presets_ls_show_and_keys() -> None:

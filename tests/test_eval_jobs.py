@@ -211,7 +211,8 @@ def test_keep_must_be_all_or_last_n() -> None:
 
 
 def test_a_locked_database_is_one_line_and_nothing_half_written(healer_home: Path) -> None:
-    healer("queue", "ls", check=True)  # create the database
+    healer("queue", "pause", check=True)  # a write: creates the database
+    healer("queue", "resume", check=True)
     holder = sqlite3.connect(paths.db_path(), isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:

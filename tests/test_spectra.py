@@ -129,11 +129,31 @@ def test_spectra_bad_input_is_one_line(pair: tuple[Path, Path]) -> None:
         (("edit", str(tuned), "--ref", str(base), "--restore", "values", "--top", "2", "-o", "/tmp/x"), "--restore"),
         (("edit", str(tuned), "--ref", str(base), "--restore", "vectors", "-o", "/tmp/x"), "which ranks"),
         (layers, "runs backwards"),
+        ((*layers[:-4], "-o", str(base / "config.json")), "config.json is a file; give a new directory"),
         (("presets", "show", "tiny-sft", "--set", "spectra.ref='3@peak'"), "spectra.ref = '3@peak'"),
     ]:
         result = healer(*args)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and needle in lines[0], result.stderr
+
+
+def test_an_edit_of_layers_or_modules_the_model_lacks_is_refused_before_anything_is_written(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    base, tuned = pair
+    out = tmp_path / "edited"
+    before = healer("runs", "ls", "--all", "--json", check=True).stdout
+    for option, value, needle in [
+        ("--layers", "0-99", "--layers reaches layer 99: the model has 4 layers (0-3)"),
+        ("--layers", "", "--layers '' selects no layer: the model has 4 layers (0-3)"),
+        ("--modules", "nope", "modules nope: choose from q,k,v,o,gate,up,down"),
+    ]:
+        result = healer("edit", str(tuned), "--ref", str(base), "--restore", "vectors", "--top", "1", option, value,
+                        "-o", str(out), "--no-evaluate")  # fmt: skip
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and needle in lines[0], result.stderr
+    assert not out.exists()
+    assert healer("runs", "ls", "--all", "--json", check=True).stdout == before, "no edit run was added"
 
 
 def test_a_full_rank_swap_of_vectors_and_values_is_a_reset_and_partial_swaps_say_so(

@@ -9,7 +9,7 @@ import typer
 
 from healer import __version__
 from healer.cli import db, demo, evaluate, heal, model, presets, queue, runs, spectra, task
-from healer.cli.common import App
+from healer.cli.common import App, fail
 
 PITCH = "Run, measure and steer SFT then RL post-training; every number lands in one SQLite file."
 app = App(name="healer", help=PITCH)
@@ -23,6 +23,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     db_path: Annotated[
         Path | None, typer.Option("--db", help="database file (default: $HEALER_HOME/healer.db)", envvar="HEALER_DB")
     ] = None,
@@ -32,7 +33,15 @@ def root(
 ) -> None:
     """Run, measure and steer SFT then RL post-training; every number lands in one SQLite file."""
     if db_path is not None:
-        os.environ["HEALER_DB"] = str(db_path.expanduser().resolve())
+        path = db_path.expanduser().resolve()
+        if not path.parent.is_dir():  # a mistyped --db is an error, never a folder made for it
+            source = ctx.get_parameter_source("db_path")
+            option = "$HEALER_DB" if getattr(source, "name", "") == "ENVIRONMENT" else "--db"
+            folder = path.parent
+            problem = f"{folder} is not a folder; fix the path" if folder.exists() else (
+                f"the folder {folder} does not exist; create it or fix the path")  # fmt: skip
+            fail(f"{option} {path}: {problem}")
+        os.environ["HEALER_DB"] = str(path)
 
 
 runs.register(app)

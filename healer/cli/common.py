@@ -66,8 +66,15 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def open_store() -> Store:
-    return Store(paths.db_path())
+def open_store(read_only: bool = False) -> Store:
+    """The store; a write creates it (and the home) on first use. A read of a store not created yet gets an empty
+    one in memory, so it prints what an empty store gives and creates no file or folder."""
+    path = paths.db_path()
+    if read_only and not path.exists():
+        store = Store(":memory:")
+        store.path = path  # messages name the real file
+        return store
+    return Store(path)
 
 
 def print_json(data: Any) -> None:

@@ -125,7 +125,7 @@ def samples(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show the completions and outcomes an evaluation kept."""
-    store = open_store()
+    store = open_store(read_only=True)
     target = resolve_checkpoint(store, ref)
     if target.run is None:
         fail(f"{ref} is not a checkpoint healer has evaluated; use RUN@STEP")

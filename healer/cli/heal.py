@@ -45,7 +45,7 @@ def heal(
     The default start points are the SFT run's OOD peak and its last checkpoint (--at peak-ood,last).
     """
     show_wide(wide)
-    store = open_store()
+    store = open_store(read_only=report_only)
     reap_dead(store)
     sft = store.find_run(sft_run)
     if report_only:

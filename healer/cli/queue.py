@@ -27,6 +27,7 @@ from healer.cli.common import (
 from healer.errors import HealerError
 from healer.presets import load_preset
 from healer.report import start_label
+from healer.retention import resume_point
 from healer.runner import CANCEL_GRACE_S, reap_dead
 from healer.store import FINISHED, JOB_KINDS, Run, Status, Store, pid_alive
 
@@ -79,7 +80,7 @@ def ls(
 ) -> None:
     """The queue: waiting, running and finished runs with GPUs, progress, elapsed time, ETA and what they wait for."""
     show_wide(wide)
-    store = open_store()
+    store = open_store(read_only=True)
     reap_dead(store)
     rows = [queue.queue_row(store, r) for r in store.queue_runs()]
     if json_out:
@@ -177,15 +178,17 @@ def stop_process_group(run: Run, grace: float) -> None:
 
 @app.command("retry")
 def retry(ref: RunArgument) -> None:
-    """Queue a failed or cancelled run again under the same id; it resumes from its last checkpoint."""
+    """Queue a failed or cancelled run again under the same id; it resumes from its newest checkpoint that holds the
+    trainer's state, and what it logged after that step is dropped."""
     store = open_store()
     reap_dead(store)
     run = store.find_run(ref)
     if run.status not in (Status.FAILED, Status.CANCELLED):
         raise HealerError(f"run {run.id} is {run.status}; only failed or cancelled runs can be retried")
     store.requeue(run.id)
-    last = store.checkpoints(run.id)
-    resume = f"; it resumes from step {last[-1].step}" if last else "; it has no checkpoint, so it starts over"
+    point = resume_point(store, run.id)
+    resume = (f"; it resumes from step {point.step} ({Path(point.path).name})" if point
+              else "; it has no checkpoint to resume from, so it starts over")  # fmt: skip
     out.print(f"run {run.id} queued again{resume}", markup=False)
 
 
@@ -196,7 +199,7 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="lines from the end to start with (0: all)")] = 40,
 ) -> None:
     """Print a run's log; -f follows it while the run runs."""
-    store = open_store()
+    store = open_store(read_only=True)
     run = store.find_run(ref)
     path = Path(run.log_path or "")
     if (not run.log_path or not path.exists()) and not follow:

@@ -116,7 +116,7 @@ def ls(
 ) -> None:
     """List runs, oldest first."""
     show_wide(wide)
-    store = open_store()
+    store = open_store(read_only=True)
     reap_dead(store)
     runs = [r for r in store.runs() if show_all or not r.is_checkpoint_job]
     rows = [report.run_row(store, r) for r in runs]
@@ -159,7 +159,7 @@ def show(
 ) -> None:
     """Show one run: status, lineage, checkpoints, accuracy per checkpoint and last metrics (--spec: its spec)."""
     show_wide(wide)
-    store = open_store()
+    store = open_store(read_only=True)
     reap_dead(store)
     detail = report.run_detail(store, store.find_run(ref))
     if json_out:
@@ -225,7 +225,7 @@ def metrics(
     json_out: JsonOption = False,
 ) -> None:
     """Print a run's metrics: one row per (step, name), the trainer's names kept."""
-    store = open_store()
+    store = open_store(read_only=True)
     run = store.find_run(ref)
     if with_lineage:
         rows = lineage.lineage_rows(store, run, name)
@@ -252,7 +252,7 @@ def tree(
 ) -> None:
     """Runs and the runs started from their checkpoints (RL from SFT), with the step each started from."""
     show_wide(wide)
-    store = open_store()
+    store = open_store(read_only=True)
     reap_dead(store)
     root = lineage.root_of(store, store.find_run(ref)) if ref else None
     nodes = lineage.tree(store, root)
@@ -315,7 +315,7 @@ def prune(
     from this one, checkpoints not evaluated yet or kept by hand), and their rows stay, marked pruned."""
     from healer.retention import prune as prune_run
 
-    store = open_store()
+    store = open_store(read_only=dry_run)
     run = store.find_run(ref)
     steps = prune_run(store, run.id, keep, dry_run=dry_run)
     if not steps:

@@ -113,7 +113,7 @@ def show(
     checkpoint for one module, each with the singular-value drift beside it."""
     if side not in ("u", "v"):
         raise HealerError(f"--side {side!r}: use u or v")
-    store = open_store()
+    store = open_store(read_only=True)
     run = store.find_run(run_ref)
     rows = store.spectra(run.id, ref=ref)
     if not rows:

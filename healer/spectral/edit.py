@@ -47,9 +47,11 @@ class Plan:
 
 
 def parse_layers(text: str | None) -> frozenset[int] | None:
-    """`0-9`, `0,3,5-7`; None or empty for every layer."""
-    if not text:
+    """`0-9`, `0,3,5-7`; None (not given) for every layer, "" for none, which `write` refuses."""
+    if text is None:
         return None
+    if not text.strip():
+        return frozenset()
     layers: set[int] = set()
     for part in text.split(","):
         first, _, last = part.strip().partition("-")
@@ -60,6 +62,14 @@ def parse_layers(text: str | None) -> frozenset[int] | None:
             raise HealerError(f"--layers {text!r}: the range {part} runs backwards")
         layers.update(range(low, high + 1))
     return frozenset(layers)
+
+
+def check_layers(plan: Plan, count: int) -> None:
+    """--layers must choose some of the model's layers and none past its last."""
+    if plan.layers is None or not count or (plan.layers and max(plan.layers) < count):
+        return  # no count: no projection matrices at all, which write reports as nothing matching
+    chosen = f"reaches layer {max(plan.layers)}" if plan.layers else "'' selects no layer"
+    raise HealerError(f"--layers {chosen}: the model has {count} layers (0-{count - 1})")
 
 
 def edit_matrix(w_t: torch.Tensor, w_b: torch.Tensor, ranks: list[int], values: bool) -> torch.Tensor:
@@ -78,18 +88,25 @@ def edit_matrix(w_t: torch.Tensor, w_b: torch.Tensor, ranks: list[int], values: 
 def write(checkpoint: str, reference: str, plan: Plan, out_dir: Path,
           say: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """Write the edited checkpoint to out_dir (which must not exist or be empty); what was done, for the record."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise HealerError(f"-o {out_dir} is a file; give a new directory (nothing was written)")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise HealerError(f"-o {out_dir} is not empty; give a new directory (nothing was written)")
     with Weights(checkpoint) as ckpt, Weights(reference) as ref:
         if ckpt.base is not None:
             raise HealerError(f"{ckpt.path} is a LoRA adapter; merge it into its base model before editing")
-        targets = [m for m in ckpt.matrices() if plan.applies(m.layer, m.module)]
+        matrices = ckpt.matrices()
+        check_layers(plan, 1 + max((m.layer for m in matrices), default=-1))
+        targets = [m for m in matrices if plan.applies(m.layer, m.module)]
         if not targets:
             raise HealerError("the --layers and --modules chosen match no matrix of the checkpoint")
         missing = [m.param for m in targets if not ref.has(m.param)]
         if missing:
             raise HealerError(f"the reference {ref.path} has no {missing[0]}: the two are not the same architecture")
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HealerError(f"-o {out_dir}: {exc.strerror or exc}; give a new directory") from None
         try:
             done = _write(ckpt, ref, plan, {m.param for m in targets}, out_dir)
         except BaseException:
