@@ -119,7 +119,9 @@ def test_runs_tree_and_lineage_metrics(lineage: dict[str, Any]) -> None:
     assert sorted((c["parent_step"], c["method"]) for c in tree["children"]) == [
         (10, "grpo"), (20, "grpo"), (30, "grpo"), (30, "rloo")]  # fmt: skip
     text = healer_in(home, "runs", "tree", str(lineage["grpo"]["id"])).stdout
-    assert f"run {sft['id']} tiny-sft" in text and "@10 -> run" in text and "@30 -> run" in text
+    lines = text.splitlines()
+    assert any(line.startswith(f"{sft['id']} tiny-sft ") for line in lines), text
+    assert any(line.startswith("├─ @10 ") for line in lines) and any(line.startswith("└─ @30 ") for line in lines)
 
     grpo = lineage["heal"][0]["rl_run"]  # started from step 10
     rows = json.loads(healer_in(home, "metrics", str(grpo), "--lineage", "--json").stdout)

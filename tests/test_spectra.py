@@ -284,4 +284,4 @@ def test_every_checkpoint_gets_spectra_fast_agrees_with_exact_and_an_edit_is_eva
         "edit", 1, 30, str(out))  # fmt: skip
     assert {(e["step"], e["split"]) for e in detail["evals"]} == {(0, "id"), (0, "ood")}
     assert detail["params"]["ref"] == "1@10" and detail["params"]["top"] == 4
-    assert "@30 -> run 2 edit-1@30" in healer("runs", "tree", check=True).stdout
+    assert "└─ @30 2 edit-1@30 " in healer("runs", "tree", check=True).stdout
