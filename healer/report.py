@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from healer.evals import eval_row, peaks_report
+from healer.queue import wait_for
 from healer.store import Metric, Run, Store
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -76,8 +77,6 @@ def run_detail(store: Store, run: Run) -> dict[str, Any]:
 
 def child_row(store: Store, child: Run) -> dict[str, Any]:
     """A run started (or queued to start) from this run's checkpoints; parent_step is None until a worker picks it."""
-    from healer.queue import wait_for
-
     waiting = wait_for(store, child) if child.status == "queued" else None
     return {"id": child.id, "name": child.name, "status": child.status, "parent_step": child.parent_step,
             "start_ref": child.start_ref, "waiting_for": waiting.reason if waiting else None}  # fmt: skip
