@@ -212,7 +212,7 @@ def test_cancel_stops_a_running_run(worker: Callable[..., subprocess.Popen[str]]
 def test_kill_9_then_retry_resumes_from_the_checkpoint(worker: Callable[..., subprocess.Popen[str]]) -> None:
     run = json.loads(healer("queue", "add", *sft(400, 10), "--set", "eval.every_checkpoint=false", "--json",
                             check=True).stdout)["id"]  # fmt: skip
-    worker()
+    process = worker()
     with Store(paths.db_path()) as store:
         wait_until(lambda: any(c.step >= 20 for c in store.checkpoints(run)), what="a checkpoint at step 20")
         pid = store.run(run).pid
@@ -225,8 +225,19 @@ def test_kill_9_then_retry_resumes_from_the_checkpoint(worker: Callable[..., sub
     retried_at = time.time()
     healer("queue", "retry", str(run), check=True)
     with Store(paths.db_path()) as store:
-        wait_until(lambda: store.run(run).attempts == 2 and store.last_step(run) > max(steps_before),
-                   what="the second attempt to train")  # fmt: skip
+        try:
+            wait_until(lambda: store.run(run).attempts == 2 and store.last_step(run) > max(steps_before),
+                       timeout=600, what="the second attempt to train")  # fmt: skip
+        except AssertionError as timeout:
+            process.terminate()
+            state = store.run(run)
+            raise AssertionError(
+                f"{timeout}: status {state.status} ({state.reason}), attempts {state.attempts}, last step "
+                f"{store.last_step(run)} of {max(steps_before)}; jobs: "
+                f"{[(j.id, j.kind, j.parent_step, j.status) for j in store.checkpoint_jobs(run)]}\n"
+                f"run log:\n{Path(state.log_path or '').read_text()[-3000:]}\n"
+                f"worker:\n{process.communicate()[0][-3000:]}"
+            ) from None
         healer("queue", "cancel", str(run), "--grace", "20", check=True)
         losses = store.metrics(run, "loss")
         log = Path(store.run(run).log_path).read_text()
