@@ -66,8 +66,8 @@ def is_locked(exc: sqlite3.OperationalError) -> bool:
 
 def add_job(store: Store, index: int, after_run: int | None = None, priority: int = 0) -> int:
     """One trivial queued run; its spec matters only for `wait_for`, which reads after_run and start_ref."""
-    run = store.create_run(kind="sft", method="sft", name=f"job-{index}", spec={"method": "sft", "name": "job"})
-    store.update_run(run.id, queued=1, priority=priority, after_run=after_run)
+    run = store.create_run(kind="sft", method="sft", name=f"job-{index}", spec={"method": "sft", "name": "job"},
+                           queued=1, priority=priority, after_run=after_run)  # fmt: skip
     return run.id
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from healer.presets import RunSpec, build_spec
+from healer.presets import RunSpec, build_spec, starting_from
 from healer.refs import CheckpointRef
 from healer.spectra import label
 from healer.store import Run, Status, Store
@@ -23,7 +23,7 @@ def edit_checkpoint(store: Store, target: CheckpointRef, reference: CheckpointRe
     done = write(target.path, reference.path, plan, out_dir, say)
     spec = build_spec(target.run.spec_dict, source=f"run {target.run.id}") if target.run else RunSpec()
     name = f"edit-{label(target).replace('/', '_')[-40:]}"
-    spec = dataclasses.replace(spec, name=name, model=dataclasses.replace(spec.model, path=str(out_dir), build=""))
+    spec = dataclasses.replace(starting_from(spec, str(out_dir)), name=name)
     params = {"checkpoint": label(target), "checkpoint_path": target.path, "ref": label(reference),
               "ref_path": reference.path, "restore": plan.restore, "top": plan.top, "top_frac": plan.top_frac,
               "bottom": plan.bottom, "layers": sorted(plan.layers) if plan.layers is not None else None,

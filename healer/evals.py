@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,17 +19,6 @@ PEAK_RULES = {
 class Peak:
     rule: str
     step: int
-
-
-def eval_row(e: Eval) -> dict[str, Any]:
-    """One evaluation as `runs show --json` lists it under `evals`."""
-    return {
-        "id": e.id, "step": e.step, "split": e.split, "protocol": e.protocol, "n": e.n, "correct": e.correct,
-        "accuracy": e.accuracy, "ci_low": e.ci_low, "ci_high": e.ci_high,
-        "format_error_rate": e.format_error_rate, "mean_reward": e.mean_reward, "loss": e.loss,
-        "task": e.task, "max_attempts": e.max_attempts, "outcomes": json.loads(e.outcomes),
-        "seconds": e.seconds, "checkpoint_path": e.checkpoint_path,
-    }  # fmt: skip
 
 
 def describe_eval(e: Eval) -> str:

@@ -16,6 +16,7 @@ paired flips (items wrong at the start and right after, and the reverse) show ho
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -73,11 +74,8 @@ def _parse_step(text: str, option: str) -> int:
 
 
 def _named_steps(store: Store, run: Run) -> dict[str, int]:
-    named = {name: peak.step for name, peak in find_peaks(store.evals(run.id)).items()}
     checkpoints = store.checkpoints(run.id)
-    if checkpoints:
-        named["last"] = checkpoints[-1].step
-    return named
+    return named_steps(store.evals(run.id), checkpoints[-1].step if checkpoints else None)
 
 
 def _selector_step(store: Store, run: Run, selector: str) -> int:
@@ -100,25 +98,42 @@ def _around(store: Store, run: Run, selector: str, count: int) -> list[int]:
 
 # -- the table -------------------------------------------------------------------------------------------
 
-
-def heal_rows(store: Store, sft: Run, rl_runs: list[Run] | None = None) -> list[dict[str, Any]]:
-    """One row per RL run started from a checkpoint of `sft` (all of its RL children by default), in step order."""
-    runs = rl_runs if rl_runs is not None else [r for r in store.children(sft.id) if r.kind == "rl"]
-    named = _named_steps(store, sft)
-    sft_evals = store.evals(sft.id)
-    return [heal_row(store, sft, sft_evals, named, r) for r in sorted(runs, key=lambda r: (r.parent_step or 0, r.id))]
+Samples = Callable[[Sequence[int]], dict[int, dict[int, bool]]]  # eval ids -> {eval id: {item: correct}}
 
 
-def heal_row(store: Store, sft: Run, sft_evals: list[Eval], named: dict[str, int], rl: Run) -> dict[str, Any]:
-    step = rl.parent_step or 0
-    rl_table = by_step(store.evals(rl.id), "single")
-    start = rl_table.get(0) or _sft_at(sft_evals, step)
+def heal_rows(sft: Run, evals: dict[int, list[Eval]], rl_runs: list[Run], *, last_checkpoint: int | None,
+              samples: Samples) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per RL run started from a checkpoint of `sft`, in start-step order, from evaluations already read
+    (`evals` by run, the SFT run's and each RL run's); `samples` reads the items of the evaluations flips compare,
+    all at once. Pure: `Reader.heal_sweep` reads, this computes."""
+    sft_evals = evals.get(sft.id, [])
+    named = named_steps(sft_evals, last_checkpoint)
+    ordered = sorted(rl_runs, key=lambda r: (r.parent_step or 0, r.id))
+    pairs = [_row_evals(sft_evals, evals.get(rl.id, []), rl) for rl in ordered]
+    wanted = [e.id for start, after in pairs for e in (start.get("ood"), after.get("ood")) if e is not None]
+    items = samples(wanted)
+    return [
+        heal_row(sft, sft_evals, named, rl, start, after, items)
+        for rl, (start, after) in zip(ordered, pairs, strict=True)
+    ]
+
+
+def _row_evals(sft_evals: list[Eval], rl_evals: list[Eval], rl: Run) -> tuple[dict[str, Eval], dict[str, Eval]]:
+    """The start (the RL run's step 0, else the SFT run's evaluation there) and after (its last) evaluations."""
+    rl_table = by_step(rl_evals, "single")
+    start = rl_table.get(0) or by_step(sft_evals, "single").get(rl.parent_step or 0, {})
     after_step = max((s for s in rl_table if s > 0), default=None)
-    after = rl_table[after_step] if after_step is not None else {}
+    return start, rl_table[after_step] if after_step is not None else {}
+
+
+def heal_row(sft: Run, sft_evals: list[Eval], named: dict[str, int], rl: Run, start: dict[str, Eval],
+             after: dict[str, Eval], items: dict[int, dict[int, bool]]) -> dict[str, Any]:  # fmt: skip
+    step = rl.parent_step or 0
+    after_step = next(iter(after.values())).step if after else None
     row: dict[str, Any] = {
         "start": {"run": sft.id, "step": step, "labels": [n for n, s in named.items() if s == step],
                   **_accuracies(start)},
-        "rl_run": rl.id, "rl_name": rl.name, "method": rl.method, "status": rl.status,
+        "rl_run": rl.id, "rl_name": rl.name, "method": rl.method, "status": rl.status.value,
         "after": {"step": after_step, **_accuracies(after)} if after else None,
         "delta_id": None, "delta_ood": None, "ood_peak": None, "lost": None, "recovered": None, "flips_ood": None,
     }  # fmt: skip
@@ -134,13 +149,17 @@ def heal_row(store: Store, sft: Run, sft_evals: list[Eval], named: dict[str, int
             row["lost"] = float(lost)
             if lost > 0 and row["delta_ood"] is not None:
                 row["recovered"] = float((_frac(after["ood"]) - _frac(start["ood"])) / lost)
-        if "ood" in after:
-            row["flips_ood"] = flips(store, start["ood"], after["ood"])
+        if "ood" in after and _comparable(start["ood"], after["ood"]):
+            row["flips_ood"] = flips(items.get(start["ood"].id, {}), items.get(after["ood"].id, {}))
     return row
 
 
-def _sft_at(evals: list[Eval], step: int) -> dict[str, Eval]:
-    return by_step(evals, "single").get(step, {})
+def named_steps(evals: list[Eval], last_checkpoint: int | None) -> dict[str, int]:
+    """The steps a run's named checkpoints are at: its peaks, and `last` = its last checkpoint on disk."""
+    named = {name: peak.step for name, peak in find_peaks(evals).items()}
+    if last_checkpoint is not None:
+        named["last"] = last_checkpoint
+    return named
 
 
 def _sft_peak(evals: list[Eval], like: Eval, step: int) -> tuple[int, Eval, Eval] | None:
@@ -164,15 +183,13 @@ def _items_key(e: Eval) -> Any:
     return json.dumps({k: v for k, v in settings.items() if k not in ("batch_size", "loss")}, sort_keys=True)
 
 
-def flips(store: Store, before: Eval, after: Eval) -> dict[str, int] | None:
-    """Items wrong before and right after (`gained`), and right before and wrong after (`lost`): paired counts."""
-    if not _comparable(before, after):
+def flips(before: dict[int, bool], after: dict[int, bool]) -> dict[str, int] | None:
+    """Items wrong before and right after (`gained`), and right before and wrong after (`lost`): paired counts of
+    two comparable evaluations' items ({item: correct} each)."""
+    if not before or before.keys() != after.keys():
         return None
-    a = {s.idx: s.correct for s in store.eval_samples(before.id)}
-    b = {s.idx: s.correct for s in store.eval_samples(after.id)}
-    if not a or a.keys() != b.keys():
-        return None
-    return {"gained": sum(not a[i] and b[i] for i in a), "lost": sum(a[i] and not b[i] for i in a)}
+    return {"gained": sum(not before[i] and after[i] for i in before),
+            "lost": sum(before[i] and not after[i] for i in before)}  # fmt: skip
 
 
 def _frac(e: Eval) -> Fraction:

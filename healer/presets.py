@@ -9,21 +9,16 @@ import re
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from healer import paths
 from healer.errors import HealerError
 from healer.evals import PEAK_RULES
+from healer.specs import OUTCOMES, TaskSpec, opt
+from healer.specs import RewardSpec as RewardSpec  # re-exported: healer.presets.RewardSpec
 from healer.spectral import MODULES, parse_modules
-
-
-def opt(default: Any, help: str) -> Any:
-    """A dataclass field with a default and the help text `healer presets show --help-keys` prints."""
-    if isinstance(default, (list, dict)):
-        raise TypeError("use a tuple for sequence defaults")
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -32,36 +27,6 @@ class ModelSpec:
     build: Literal["", "tiny", "small"] = opt("", "build healer's offline tiny model of this size at `path` if missing")
     revision: str = opt("", "hub revision (branch, tag or commit) when `path` is a hub id")
     trust_remote_code: bool = opt(False, "allow custom modelling code shipped with a hub model")
-
-
-@dataclass(frozen=True)
-class RewardSpec:
-    correct: float = opt(5.0, "a formula that uses the cards' numbers once each and equals the target")
-    partial: float = opt(1.0, "a prefix of a known solution that does not evaluate yet")
-    wrong_value: float = opt(-1.0, "legal, the right numbers, the wrong value")
-    wrong_numbers: float = opt(-2.0, "per number not on the cards, used too often, or unused")
-    per_offence: bool = opt(True, "charge wrong_numbers once per offending number (the paper's penalty), else once")
-    illegal: float = opt(-3.0, "not a formula of numbers, + - * / and parentheses (unparseable answers too)")
-
-
-REWARD_OUTCOMES = ("correct", "partial", "wrong_value", "wrong_numbers", "illegal")  # the outcomes RewardSpec pays
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str = opt("general_points", "task that provides data, ID/OOD splits and scoring (`healer task ls`)")
-    train_split: str = opt("id", "split the training examples are drawn from")
-    n_train: int = opt(2000, "number of training examples drawn")
-    seed: int = opt(0, "seed of the training draw, separate from the training seed")
-    eval_n: int = opt(234, "episodes per evaluation split (the paper used 234)")
-    eval_seed: int = opt(0, "seed of the fixed evaluation sets, the same for every run")
-    holdout_eval: bool = opt(True, "keep the evaluation items (GeneralPoints: hands) out of the training data")
-    n_cards: int = opt(4, "GeneralPoints: cards per hand")
-    target: int = opt(24, "GeneralPoints: the value the formula must reach")
-    prompt: str = opt("paper-v1", "GeneralPoints: prompt template version (`healer task sample` shows it)")
-    reward: RewardSpec = opt(RewardSpec(), "GeneralPoints: reward of each outcome (the paper's table)")
-    path: str = opt("", "jsonl: the JSONL file (prompt, answer, optional split)")
-    match: Literal["exact", "numeric"] = opt("exact", "jsonl: how an answer is compared with the reference")
 
 
 @dataclass(frozen=True)
@@ -187,6 +152,28 @@ class Preset:
     spec: RunSpec
     path: Path | None
     text: str
+
+
+def starting_from(spec: RunSpec, path: str) -> RunSpec:
+    """The spec of a run (or an evaluation) that starts from the checkpoint at `path`: the model is that checkpoint,
+    and there is nothing to build."""
+    return dataclasses.replace(spec, model=dataclasses.replace(spec.model, **_start_model(path)))
+
+
+def spec_dict_starting_from(data: dict[str, Any], path: str) -> dict[str, Any]:
+    """starting_from for a stored spec (a run's spec_dict), kept as it is stored otherwise."""
+    return {**data, "model": {**data["model"], **_start_model(path)}}
+
+
+def _start_model(path: str) -> dict[str, str]:
+    return {"path": path, "build": ""}
+
+
+def renamed(preset: Preset, name: str | None) -> Preset:
+    """The preset with its run named `name` (`--name`, or a sweep's `-from-STEP` names); as it is without one."""
+    if not name:
+        return preset
+    return dataclasses.replace(preset, spec=dataclasses.replace(preset.spec, name=name))
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -386,7 +373,7 @@ def check_rl(spec: RunSpec, source: str) -> None:
         raise HealerError(f"{source}: task.reward.wrong_numbers = {reward.wrong_numbers} is paid per offending "
                           "number, so more wrong numbers would earn more; make it a penalty (<= 0) or set "
                           "task.reward.per_offence = false")  # fmt: skip
-    paid = {"task": any(getattr(reward, name) for name in REWARD_OUTCOMES), "format": rl.format_reward != 0}
+    paid = {"task": any(getattr(reward, name) for name in OUTCOMES), "format": rl.format_reward != 0}
     if not any(paid[name] for name in rl.rewards):
         raise HealerError(f"{source}: every reward in rl.rewards pays 0, so {spec.method} has nothing to learn from; "
                           "set task.reward.* or rl.format_reward")  # fmt: skip

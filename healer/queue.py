@@ -8,16 +8,14 @@ dependency failed or was cancelled fails too, with the reason named, as pueue do
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from healer.errors import HealerError
-from healer.presets import Preset
+from healer.presets import Preset, spec_dict_starting_from
 from healer.refs import NAMED, CheckpointRef, check_startable, resolve_checkpoint
 from healer.runner import create_run
 from healer.store import FINISHED, Run, Status, Store
@@ -127,8 +125,7 @@ def resolved_start(store: Store, run: Run) -> dict[str, Any]:
         return {}
     ref: CheckpointRef = resolve_checkpoint(store, run.start_ref)
     check_startable(ref)
-    spec = run.spec_dict
-    spec["model"] = {**spec["model"], "path": ref.path, "build": ""}
+    spec = spec_dict_starting_from(run.spec_dict, ref.path)
     return {"spec": json.dumps(spec, sort_keys=True), "model_path": ref.path,
             "parent_run": ref.run.id if ref.run else None, "parent_step": ref.step if ref.run else None}  # fmt: skip
 
@@ -150,47 +147,3 @@ def enqueue_job(store: Store, run: Run, step: int, path: str, kind: str = "eval"
 
 def paused(store: Store) -> bool:
     return store.setting(PAUSED, "0") == "1"
-
-
-def eta_seconds(store: Store, run: Run) -> float | None:
-    """Remaining seconds at the step rate so far (from the metrics' wall times), for a running run."""
-    if run.status != Status.RUNNING or not run.total_steps:
-        return None
-    points = sorted({m.step: m.wall_time for m in store.metrics(run.id, "learning_rate")}.items())
-    if len(points) < 2:
-        return None
-    (s0, t0), (s1, t1) = points[0], points[-1]
-    if s1 <= s0 or t1 <= t0:
-        return None
-    return (run.total_steps - s1) * (t1 - t0) / (s1 - s0)
-
-
-def elapsed_seconds(run: Run) -> float | None:
-    from datetime import datetime
-
-    if not run.started_at:
-        return None
-    start = datetime.fromisoformat(run.started_at).timestamp()
-    end = datetime.fromisoformat(run.finished_at).timestamp() if run.finished_at else time.time()
-    return max(0.0, end - start)
-
-
-def queue_row(store: Store, run: Run) -> dict[str, Any]:
-    """One run as `healer queue ls --json` prints it."""
-    waiting = wait_for(store, run) if run.status == Status.QUEUED else None
-    return {
-        "id": run.id, "name": run.name, "kind": run.kind, "method": run.method, "status": run.status,
-        "priority": run.priority, "gpus": run.gpus, "assigned_gpus": run.assigned_gpus,
-        "step": store.last_step(run.id), "total_steps": run.total_steps, "elapsed_s": elapsed_seconds(run),
-        "eta_s": eta_seconds(store, run), "parent_run": run.parent_run, "parent_step": run.parent_step,
-        "after_run": run.after_run, "start_ref": run.start_ref, "waiting_for": waiting.reason if waiting else None,
-        "attempts": run.attempts, "worker": run.worker, "exit_code": run.exit_code, "reason": run.reason,
-        "created_at": run.created_at, "started_at": run.started_at, "finished_at": run.finished_at,
-        "log_path": run.log_path,
-    }  # fmt: skip
-
-
-def replace_spec_name(preset: Preset, name: str | None) -> Preset:
-    if not name:
-        return preset
-    return dataclasses.replace(preset, spec=dataclasses.replace(preset.spec, name=name))

@@ -12,17 +12,16 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
 from healer import __version__
-from healer.presets import Preset, RunSpec
-from healer.store import FINISHED, Run, Status, Store, pid_alive
+from healer.presets import Preset, RunSpec, starting_from
+from healer.store import FINISHED, Run, Status, Store, pid_alive, process_gone
 
 CANCEL_GRACE_S = 30.0
-STALE_HEARTBEAT_S = 300.0  # a run on another host with no heartbeat for this long is presumed dead
 KIND_OF_METHOD = {"sft": "sft", "grpo": "rl", "rloo": "rl"}
 
 
@@ -30,8 +29,8 @@ def create_run(store: Store, preset: Preset, *, parent_run: int | None = None, p
                **queue_columns: Any) -> Run:  # fmt: skip
     """Insert a run for a resolved preset, with its own folder and log path beside the database.
 
-    `queue_columns` (queued=1, priority, after_run, ...) put it in the queue in the same UPDATE that gives it its
-    folder, so no worker ever sees it half made."""
+    `queue_columns` (queued=1, priority, after_run, ...) put it in the queue in the same transaction that gives it
+    its folder, so no worker ever sees it half made."""
     commit = git_commit()  # before the transaction: no subprocess while holding the write lock
     with store.transaction():  # a run appears whole or not at all (a lock or a full disk mid-way leaves nothing)
         return _create_run(store, preset, parent_run, parent_step, commit, queue_columns)
@@ -53,9 +52,10 @@ def _create_run(store: Store, preset: Preset, parent_run: int | None, parent_ste
         total_steps=spec.train.max_steps,
         healer_version=__version__,
         git_commit=commit,
+        **queue_columns,
     )
     out_dir = store.path.parent / "runs" / f"{run.id:05d}-{_slug(spec.name)}"
-    store.update_run(run.id, out_dir=str(out_dir), log_path=str(out_dir / "run.log"), **queue_columns)
+    store.set_location(run.id, out_dir=str(out_dir), log_path=str(out_dir / "run.log"))
     return store.run(run.id)
 
 
@@ -64,7 +64,7 @@ def holder_run(store: Store, path: str, spec: RunSpec) -> Run:
     for run in store.runs():
         if run.kind == "eval" and run.parent_run is None and run.model_path == path:
             return run
-    spec = dataclasses.replace(spec, name=Path(path).name, model=dataclasses.replace(spec.model, path=path))
+    spec = dataclasses.replace(starting_from(spec, path), name=Path(path).name)
     run = store.create_run(kind="eval", method="eval", name=spec.name, spec=spec.to_dict(), model_path=path)
     store.finish_run(run.id, Status.DONE, exit_code=0)
     return store.run(run.id)
@@ -138,16 +138,34 @@ def _signals_raise() -> Iterator[None]:
             signal.signal(s, old)
 
 
-def stop(process: subprocess.Popen[bytes], grace_s: float = CANCEL_GRACE_S, signum: int = signal.SIGTERM) -> None:
-    """Send `signum` (SIGTERM by default), then SIGKILL if the run has not ended within the grace period or another
-    cancelling signal arrives while waiting."""
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signum)
+def stop_process_group(pid: int, grace_s: float = CANCEL_GRACE_S, signum: int = signal.SIGTERM,
+                       on_kill: Callable[[], None] | None = None) -> None:  # fmt: skip
+    """Stop a run's process group (a run is its own session, so its pid names the group): `signum` (SIGTERM by
+    default), then SIGKILL to the group if the run has not ended within the grace period (`on_kill` is called
+    first) or another cancelling signal arrives while waiting."""
     try:
-        process.wait(timeout=grace_s)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        process.kill()
-        process.wait()
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    try:
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.2)
+        if on_kill is not None:
+            on_kill()
+    except KeyboardInterrupt:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def stop(process: subprocess.Popen[bytes], grace_s: float = CANCEL_GRACE_S, signum: int = signal.SIGTERM) -> None:
+    """stop_process_group for a run this process launched, then reap it (its returncode is set after)."""
+    if process.poll() is None:  # not reaped yet, so its pid is still its own
+        stop_process_group(process.pid, grace_s, signum)
+    process.wait()
 
 
 def reap(store: Store, run_id: int, returncode: int | None, *, cancelled: bool = False) -> Run:
@@ -161,42 +179,15 @@ def reap(store: Store, run_id: int, returncode: int | None, *, cancelled: bool =
 
 
 def reap_dead(store: Store) -> list[int]:
-    """Mark runs whose process is gone as failed, so that no run shows as running forever."""
+    """Mark runs whose process is gone as failed, so that no run shows as running forever. A write: the worker's
+    loop and commands that change state call it; read commands only show `alive = false`."""
     host, now, reaped = socket.gethostname(), time.time(), []
     for run in store.runs(status=[Status.RUNNING]):
-        if run.host == host and run.pid is None and _worker_alive(run.worker):
-            continue  # claimed a moment ago; its worker is starting it
-        if run.host == host:
-            dead = run.pid is None or not _is_run_process(run.pid, run.id)
-            why = f"process {run.pid} is gone (killed or crashed)"
-        else:
-            dead = run.heartbeat is not None and now - run.heartbeat > STALE_HEARTBEAT_S
-            why = f"no heartbeat from {run.host} for {now - (run.heartbeat or now):.0f} s"
-        if dead:
+        why = process_gone(run, host, now)
+        if why:
             store.finish_run(run.id, Status.FAILED, exit_code=None, reason=f"{why}; {tail_reason(run.log_path)}")
             reaped.append(run.id)
     return reaped
-
-
-def _worker_alive(worker: str | None) -> bool:
-    """Whether the worker `host:pid` that claimed a run is alive on this host."""
-    if not worker or ":" not in worker:
-        return False
-    host, _, pid = worker.rpartition(":")
-    return host == socket.gethostname() and pid.isdigit() and pid_alive(int(pid))
-
-
-def _is_run_process(pid: int, run_id: int) -> bool:
-    if not pid_alive(pid):
-        return False
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if not cmdline.exists():
-        return True
-    try:
-        args = cmdline.read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"healer.train" in args and str(run_id).encode() in args
 
 
 def describe_exit(returncode: int | None) -> str:

@@ -9,7 +9,6 @@ from typing import Any
 
 from healer import paths
 from healer.errors import HealerError
-from healer.lineage import root_of
 from healer.presets import RunSpec, SpectraSpec, build_spec
 from healer.refs import CheckpointRef, resolve_checkpoint
 from healer.runner import holder_run
@@ -35,7 +34,7 @@ def resolve_reference(store: Store, target: CheckpointRef, text: str) -> Checkpo
         if text == "start":
             return CheckpointRef(run, 0, run.model_path or "")
         if text == "base":
-            root = root_of(store, run)
+            root = store.chain(run.id)[0]
             return CheckpointRef(root, 0, root.model_path or "")
         if run.parent_run is None:
             raise HealerError(f"--ref {text}: run {run.id} did not start from another run's checkpoint")

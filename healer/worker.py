@@ -267,7 +267,7 @@ class Worker:
                                                            log_path=claimed.log_path)]  # fmt: skip
         process = launch(self.store, claimed, env={"CUDA_VISIBLE_DEVICES": visible}, then=then)
         for run_id in (lead.id, *then):
-            self.store.update_run(run_id, pid=process.pid)
+            self.store.mark_spawned(run_id, process.pid)
         self.children.append(Child([lead.id, *then], process, gpus, side))
         where = (f"GPU {visible}" if gpus else "CPU") + (" beside the runs" if side else "")
         more = f" and {len(then)} more checkpoint jobs ({', '.join(map(str, then))})" if then else ""

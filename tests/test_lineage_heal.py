@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 
 from healer.errors import HealerError
-from healer.heal import choose_starts, heal_rows
-from healer.lineage import lineage_rows, root_of, segments, tree
+from healer.heal import choose_starts
 from healer.refs import CheckpointRef, check_startable
 from healer.stats import wilson
 from healer.store import Run, Store
+from healer.store.views import Reader, Segment, to_plain
+from healer.store.views import segments as chain_segments
 from tests.conftest import healer
 
 
@@ -50,6 +51,27 @@ def value_of(run_id: int, step: int, name: str) -> float:
 
 
 # -- lineage --------------------------------------------------------------------------------------
+
+
+def segments(store: Store, run: Run) -> list[Segment]:
+    return chain_segments(Reader(store.path).chain(run.id))
+
+
+def root_of(store: Store, run: Run) -> Run:
+    return Reader(store.path).chain(run.id)[0]
+
+
+def lineage_rows(store: Store, run: Run, name: str | None = None, evals: bool = True) -> list[dict[str, Any]]:
+    return to_plain(Reader(store.path).lineage_metrics(run.id, name, evals))
+
+
+def tree(store: Store, root: Run | None = None) -> list[dict[str, Any]]:
+    return to_plain(Reader(store.path).tree(root.id if root else None))
+
+
+def heal_rows(store: Store, sft: Run, rl_runs: list[Run] | None = None) -> list[dict[str, Any]]:
+    ids = None if rl_runs is None else [r.id for r in rl_runs]
+    return to_plain(Reader(store.path).heal_sweep(sft.id, ids).rows)
 
 
 @pytest.fixture

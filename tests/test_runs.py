@@ -178,7 +178,7 @@ def test_kill_9_of_the_training_process_is_reaped_as_failed(endless_run: Endless
         assert store.metrics(run_id, "loss")  # what was logged before the kill is kept
 
 
-def test_kill_9_of_everything_is_failed_on_the_next_read(endless_run: EndlessRun) -> None:
+def test_kill_9_of_everything_reads_as_dead_and_is_failed_by_the_next_write(endless_run: EndlessRun) -> None:
     parent, run_id, pid = endless_run()
     os.kill(pid, signal.SIGSTOP)  # frozen, so it cannot see its parent go and cancel itself: both die unheard
     parent.kill()  # the foreground `healer run` dies first, so nobody is left to reap the run
@@ -187,10 +187,15 @@ def test_kill_9_of_everything_is_failed_on_the_next_read(endless_run: EndlessRun
     wait_until(lambda: process_gone(pid), f"the killed training process {pid} to be gone")
     check = sqlite3.connect(paths.db_path()).execute("PRAGMA integrity_check").fetchone()[0]
     assert check == "ok"
+    before = paths.db_path().read_bytes()
     listed = {r["id"]: r for r in json.loads(healer("runs", "ls", "--json", check=True).stdout)}
-    assert listed[run_id]["status"] == "failed"
+    assert (listed[run_id]["status"], listed[run_id]["alive"]) == ("running", False)  # a read says so, writes nothing
+    assert "running (dead)" in healer("runs", "ls", check=True).stdout
+    assert paths.db_path().read_bytes() == before
+    cancelled = healer("queue", "cancel", str(run_id), check=True)  # a command that changes state records it
+    assert f"run {run_id} had already ended: failed" in cancelled.stdout
     shown = json.loads(healer("runs", "show", str(run_id), "--json", check=True).stdout)
-    assert f"process {pid} is gone" in shown["reason"]
+    assert shown["status"] == "failed" and f"process {pid} is gone" in shown["reason"]
 
 
 @pytest.mark.parametrize(

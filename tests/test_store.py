@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from healer.errors import HealerError
-from healer.migrations import MIGRATIONS
 from healer.store import Status, Store, query_read_only
+from healer.store.migrations import MIGRATIONS
 
 
 @pytest.fixture

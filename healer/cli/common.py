@@ -1,7 +1,6 @@
 """What every command shares: the error-handling Typer subclass, the store, and stdout as table or JSON."""
 
 import functools
-import json
 import os
 import shutil
 import sqlite3
@@ -16,6 +15,7 @@ from healer import paths
 from healer.cli.tables import Column, render_table
 from healer.errors import HealerError
 from healer.store import Store, describe_db_error
+from healer.store.views import Reader, to_json
 
 WHOLE_LINES = 100_000  # the width of piped output: every column, every line whole, for grep and awk
 
@@ -77,8 +77,14 @@ def open_store(read_only: bool = False) -> Store:
     return Store(path)
 
 
+def open_reader() -> Reader:
+    """The store, read-only: a read command never writes, migrates or creates a file (a missing one reads empty)."""
+    return Reader(paths.db_path())
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    """A view (or plain data) as JSON: field names are the contract, rows one per line, the rest indented."""
+    sys.stdout.write(to_json(data) + "\n")
 
 
 WideOption = Annotated[bool, typer.Option("--wide", help="every column, however wide the table gets")]
@@ -120,3 +126,14 @@ def progress(step: int | None, total: int | None) -> str:
 
 def fmt(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}g}"
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested spec as (dotted key, value) pairs, in order."""
+    items: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            items.extend(flatten(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items

@@ -6,7 +6,9 @@ import typer
 
 from healer import paths
 from healer.cli.common import App, Column, out, print_json, print_table
-from healer.store import query_read_only
+from healer.errors import HealerError
+from healer.store import Store, query_read_only
+from healer.store.schema import schema_version
 
 app = App(help="The SQLite store.")
 
@@ -15,6 +17,17 @@ app = App(help="The SQLite store.")
 def db_path() -> None:
     """Print the path of the database file."""
     out.print(str(paths.db_path()), markup=False)
+
+
+@app.command("migrate")
+def migrate() -> None:
+    """Bring the database's schema up to this healer version (any write does it too; reads never do)."""
+    path = paths.db_path()
+    if not path.exists():
+        raise HealerError(f"no database at {path}; run something first or pass --db")
+    with Store(path) as store:
+        version = schema_version(store.conn)
+    out.print(f"{path}: schema {version}", markup=False)
 
 
 def sql(

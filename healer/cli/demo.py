@@ -1,6 +1,5 @@
 """`healer demo`: the whole loop on a CPU with the tiny model healer builds itself."""
 
-import dataclasses
 import json
 import os
 import shutil
@@ -10,17 +9,17 @@ from typing import Annotated
 
 import typer
 
-from healer import heal as sweep
-from healer import paths, queue, report
-from healer.cli.common import App, err, open_store, out
+from healer import paths, queue
+from healer.cli.common import App, err, open_reader, open_store, out
 from healer.cli.evaluate import print_accuracy
 from healer.cli.heal import print_heal_table
 from healer.cli.runs import EXIT_CODES, print_run_summary, tree
 from healer.errors import HealerError
 from healer.evals import by_step
-from healer.presets import Preset, build_spec, load_preset
+from healer.presets import Preset, build_spec, load_preset, renamed
 from healer.runner import reap, stop
 from healer.store import Run, Status, Store
+from healer.store.views import to_plain
 
 STAGE0, STAGE1, STAGE2 = "tiny-pretrain", "tiny-sft", "tiny-grpo"
 # The control for stage 2: SFT continued from the same checkpoint at GRPO's learning rate and step count, so that
@@ -69,9 +68,10 @@ def demo(
             _stop(store, run)
     out.print()
     print_run_summary(store, stage1)
-    print_accuracy(report.run_detail(store, stage1))
+    reader = open_reader()
+    print_accuracy(to_plain(reader.run_detail(stage1.id)))
     out.print()
-    print_heal_table(sweep.heal_rows(store, stage1, healed), stage1)
+    print_heal_table(reader.heal_sweep(stage1.id, [r.id for r in healed]))
     print_control(store, stage1, control)
     edited = surgery(store, stage1)
     out.print()
@@ -111,7 +111,7 @@ def work_through(store: Store, runs: set[int], quiet: bool) -> None:
 
 
 def _from(preset: Preset, pick: str) -> Preset:
-    return dataclasses.replace(preset, spec=dataclasses.replace(preset.spec, name=f"{preset.spec.name}-from-{pick}"))
+    return renamed(preset, f"{preset.spec.name}-from-{pick}")
 
 
 def surgery(store: Store, sft: Run) -> Run:

@@ -14,16 +14,17 @@ from healer.cli.common import (
     err,
     fail,
     fmt,
+    open_reader,
     open_store,
     out,
     print_json,
     print_table,
     show_wide,
 )
-from healer.evals import eval_row
-from healer.presets import RunSpec, build_spec, load_preset, with_overrides
+from healer.presets import RunSpec, build_spec, load_preset, starting_from, with_overrides
 from healer.refs import CheckpointRef, resolve_checkpoint
 from healer.store import Store
+from healer.store.views import eval_row, to_plain
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -67,7 +68,7 @@ def run_eval(
     rows = []
     for target in targets:
         err.print(f"evaluating {target.label} ({target.path})", markup=False)
-        rows.extend(eval_row(e) for e in evaluate_checkpoint(store, target, spec))
+        rows.extend(to_plain(eval_row(e)) for e in evaluate_checkpoint(store, target, spec))
     if json_out:
         print_json(rows)
     else:
@@ -105,7 +106,7 @@ def _spec(target: CheckpointRef, preset: str | None, overrides: list[str], split
     if protocol:
         extra.append(f"eval.protocol={json.dumps(protocol)}")
     spec = with_overrides(spec, extra, source="healer eval") if extra else spec
-    return dataclasses.replace(spec, model=dataclasses.replace(spec.model, path=target.path))
+    return starting_from(spec, target.path)
 
 
 def _eval_cells(r: dict[str, Any]) -> list[Any]:
@@ -125,15 +126,15 @@ def samples(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Show the completions and outcomes an evaluation kept."""
-    store = open_store(read_only=True)
-    target = resolve_checkpoint(store, ref)
+    reader = open_reader()
+    target = reader.resolve_checkpoint(ref)
     if target.run is None:
         fail(f"{ref} is not a checkpoint healer has evaluated; use RUN@STEP")
-    matching = [e for e in store.evals(target.run.id) if e.step == target.step and e.split == split]
+    matching = [e for e in reader.evals(target.run.id) if e.step == target.step and e.split == split]
     matching = [e for e in matching if protocol is None or e.protocol == protocol]
     if not matching:
         fail(f"no {split} evaluation of {target.label}; run `healer eval {target.run.id}@{target.step}`")
-    rows = store.eval_samples(matching[0].id, wrong_only=wrong)[:limit]
+    rows = reader.eval_samples(matching[0].id, wrong_only=wrong)[:limit]
     if json_out:
         print_json([{**dataclasses.asdict(s), "meta": json.loads(s.meta)} for s in rows])
         return

@@ -1,6 +1,5 @@
 """`healer heal`: RL from several checkpoints of one SFT run, and the table of what each recovered."""
 
-import dataclasses
 import sys
 from typing import Annotated, Any, TextIO
 
@@ -8,13 +7,25 @@ import typer
 
 from healer import heal as sweep
 from healer import queue
-from healer.cli.common import App, Column, WideOption, err, open_store, out, print_json, print_table, show_wide
+from healer.cli.common import (
+    App,
+    Column,
+    WideOption,
+    err,
+    open_reader,
+    open_store,
+    out,
+    print_json,
+    print_table,
+    show_wide,
+)
 from healer.cli.runs import start_run
 from healer.errors import HealerError
-from healer.presets import RL_METHODS, Preset, load_preset
+from healer.presets import RL_METHODS, Preset, load_preset, renamed
 from healer.refs import check_startable
-from healer.runner import reap_dead, run_foreground
+from healer.runner import run_foreground
 from healer.store import Run, Status, Store
+from healer.store.views import HealSweep, to_plain
 
 
 def heal(
@@ -45,12 +56,11 @@ def heal(
     The default start points are the SFT run's OOD peak and its last checkpoint (--at peak-ood,last).
     """
     show_wide(wide)
-    store = open_store(read_only=report_only)
-    reap_dead(store)
-    sft = store.find_run(sft_run)
     if report_only:
-        print_heal_table(sweep.heal_rows(store, sft), sft, json_out)
+        print_heal_table(open_reader().heal_sweep(sft_run), json_out)
         return
+    store = open_store()
+    sft = store.find_run(sft_run)
     if preset is None:
         raise HealerError("heal needs the RL preset: --preset presets/tiny-grpo.toml (or --report to only read)")
     loaded = load_preset(preset, overrides or [])
@@ -61,13 +71,14 @@ def heal(
     if to_queue:
         queued = queue_sweep(store, sft, loaded, starts, priority)
         if json_out:
-            print_json([queue.queue_row(store, r) for r in queued])
+            rows = {r.id: r for r in open_reader().queue()}
+            print_json([rows[r.id] for r in queued])
         else:
             out.print(f"queued runs {', '.join(str(r.id) for r in queued)}; `healer heal {sft.id} --report` "
                       "prints the table once they are done", markup=False)  # fmt: skip
         return
     finished = run_sweep(store, sft, loaded, starts, echo=sys.stderr if verbose else None)
-    print_heal_table(sweep.heal_rows(store, sft, finished), sft, json_out)
+    print_heal_table(open_reader().heal_sweep(sft.id, [r.id for r in finished]), json_out)
     statuses = {Status(r.status) for r in finished}
     code = 130 if Status.CANCELLED in statuses else (0 if statuses <= {Status.DONE} else 1)
     raise typer.Exit(code)
@@ -102,19 +113,20 @@ def queue_sweep(store: Store, sft: Run, preset: Preset, starts: list[sweep.Start
 
 
 def _named(preset: Preset, start: sweep.Start) -> Preset:
-    spec = dataclasses.replace(preset.spec, name=f"{preset.spec.name}-from-{start.step}")
-    return dataclasses.replace(preset, spec=spec)
+    return renamed(preset, f"{preset.spec.name}-from-{start.step}")
 
 
-def print_heal_table(rows: list[dict[str, Any]], sft: Run, json_out: bool = False) -> None:
+def print_heal_table(view: HealSweep, json_out: bool = False) -> None:
     if json_out:
-        print_json(rows)
+        print_json(view.rows)
         return
+    rows = to_plain(view.rows)
     if not rows:
-        err.print(f"no RL runs started from run {sft.id} yet; run `healer heal {sft.id} --preset PRESET`", markup=False)
+        err.print(f"no RL runs started from run {view.sft_run} yet; run `healer heal {view.sft_run} --preset PRESET`",
+                  markup=False)  # fmt: skip
         return
-    peak = next((r["ood_peak"] for r in rows if r["ood_peak"]), None)
-    title = f"heal: RL from checkpoints of run {sft.id} {sft.name}"
+    peak = view.ood_peak
+    title = f"heal: RL from checkpoints of run {view.sft_run} {view.sft_name}"
     if peak:
         where = "the model it started from" if peak["step"] == 0 else f"step {peak['step']}"
         title += f"; its OOD peak: {100 * peak['ood']:.1f} at {where}"

@@ -1,8 +1,5 @@
 """`healer queue ...` and `healer worker`: queue runs headless and have a worker run them, pueue-style."""
 
-import contextlib
-import os
-import signal
 import socket
 import sys
 import time
@@ -17,6 +14,7 @@ from healer.cli.common import (
     Column,
     WideOption,
     err,
+    open_reader,
     open_store,
     out,
     print_json,
@@ -25,11 +23,11 @@ from healer.cli.common import (
     show_wide,
 )
 from healer.errors import HealerError
-from healer.presets import load_preset
-from healer.report import start_label
+from healer.presets import load_preset, renamed
 from healer.retention import resume_point
-from healer.runner import CANCEL_GRACE_S, reap_dead
-from healer.store import FINISHED, JOB_KINDS, Run, Status, Store, pid_alive
+from healer.runner import CANCEL_GRACE_S, reap_dead, stop_process_group
+from healer.store import FINISHED, JOB_KINDS, Status, Store, pid_alive, process_gone
+from healer.store.views import QueueRow, start_label
 
 app = App(help="Queue runs for a worker: add, ls, cancel, retry, logs, pause, resume, rm.")
 RunArgument = Annotated[str, typer.Argument(help="run id or name")]
@@ -50,11 +48,11 @@ def add(
     json_out: JsonOption = False,
 ) -> None:
     """Queue a run; the preset and every reference are checked now."""
-    loaded = queue.replace_spec_name(load_preset(preset, overrides or []), name)
+    loaded = renamed(load_preset(preset, overrides or []), name)
     store = open_store()
     run = queue.add(store, loaded, start=start, after=after, priority=priority, gpus=gpus)
     if json_out:
-        print_json(queue.queue_row(store, run))
+        print_json(open_reader().queue_row(run.id))
         return
     waiting = queue.wait_for(store, run)
     out.print(f"queued run {run.id} ({run.name})" + (f"; waits for {waiting.reason}" if waiting else ""),
@@ -80,43 +78,42 @@ def ls(
 ) -> None:
     """The queue: waiting, running and finished runs with GPUs, progress, elapsed time, ETA and what they wait for."""
     show_wide(wide)
-    store = open_store(read_only=True)
-    reap_dead(store)
-    rows = [queue.queue_row(store, r) for r in store.queue_runs()]
+    reader = open_reader()
+    rows = reader.queue()
     if json_out:
         print_json(rows)
         return
-    if queue.paused(store):
+    if reader.setting(queue.PAUSED, "0") == "1":
         err.print("the queue is paused: workers start nothing new (`healer queue resume`)", markup=False)
     if not rows:
         err.print("the queue is empty; add runs with `healer queue add PRESET`", markup=False)
         return
-    shown = [r for r in rows if show_all or not (r["kind"] in JOB_KINDS and r["status"] == Status.DONE)]
+    shown = [r for r in rows if show_all or not (r.kind in JOB_KINDS and r.status == Status.DONE)]
     columns = [Column("id", justify="right"), Column("name", cut=True), Column("status"),
                Column("prio", justify="right", drop=4), Column("gpus", drop=3), Column("step", justify="right"),
                Column("elapsed", justify="right", drop=2), Column("eta", justify="right", drop=1),
                Column("from", drop=1), Column("note", fold=True)]  # fmt: skip
     print_table(
         columns,
-        [[r["id"], r["name"], r["status"], r["priority"], r["assigned_gpus"] or _gpus(r["gpus"]), _step(r),
-          _duration(r["elapsed_s"]), _duration(r["eta_s"]), _from(r), r["waiting_for"] or r["reason"] or ""]
-         for r in shown],
+        [[r.id, r.name, r.status + (" (dead)" if r.alive is False else ""), r.priority,
+          r.assigned_gpus or _gpus(r.gpus), _step(r), _duration(r.elapsed_s), _duration(r.eta_s), _from(r),
+          r.waiting_for or r.reason or ("its process is gone" if r.alive is False else "")] for r in shown],
     )  # fmt: skip
     if len(shown) < len(rows):
         err.print(f"{len(rows) - len(shown)} finished checkpoint jobs not shown (--all shows them)", markup=False)
 
 
-def _step(row: dict) -> str:
-    return "" if row["kind"] in JOB_KINDS else progress(row["step"], row["total_steps"])
+def _step(row: QueueRow) -> str:
+    return "" if row.kind in JOB_KINDS else progress(row.step, row.total_steps)
 
 
 def _gpus(wanted: int | None) -> str:
     return "auto" if wanted is None else str(wanted)
 
 
-def _from(row: dict) -> str:
-    start = start_label(row["parent_run"], row["parent_step"], row["start_ref"])
-    return " ".join(p for p in (start, f"after {row['after_run']}" if row["after_run"] else "") if p)
+def _from(row: QueueRow) -> str:
+    start = start_label(row.parent_run, row.parent_step, row.start_ref)
+    return " ".join(p for p in (start, f"after {row.after_run}" if row.after_run else "") if p)
 
 
 def _duration(seconds: float | None) -> str:
@@ -154,26 +151,10 @@ def cancel(
             out.print(f"run {run.id} had already ended: {run.status}", markup=False)
             return
         raise HealerError(f"run {run.id} is starting; try again in a moment")
-    stop_process_group(run, grace)
+    stop_process_group(run.pid, grace, on_kill=lambda: err.print(
+        f"run {run.id} did not stop within {grace:g} s; killing it", markup=False))  # fmt: skip
     store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="cancelled (healer queue cancel)")
     out.print(f"run {run.id} {store.run(run.id).status}", markup=False)
-
-
-def stop_process_group(run: Run, grace: float) -> None:
-    """SIGTERM to the run's process group (a run is its own session), SIGKILL if it outlives the grace period."""
-    assert run.pid is not None
-    try:
-        os.killpg(run.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not pid_alive(run.pid):
-            return
-        time.sleep(0.2)
-    err.print(f"run {run.id} did not stop within {grace:g} s; killing it", markup=False)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(run.pid, signal.SIGKILL)
 
 
 @app.command("retry")
@@ -199,8 +180,8 @@ def logs(
     lines: Annotated[int, typer.Option("--lines", "-n", help="lines from the end to start with (0: all)")] = 40,
 ) -> None:
     """Print a run's log; -f follows it while the run runs."""
-    store = open_store(read_only=True)
-    run = store.find_run(ref)
+    reader = open_reader()
+    run = reader.find_run(ref)
     path = Path(run.log_path or "")
     if (not run.log_path or not path.exists()) and not follow:
         raise HealerError(f"run {run.id} has no log yet ({run.status})")
@@ -211,7 +192,7 @@ def logs(
         sys.stdout.write("".join(tail))
         offset = len(text.encode(errors="replace"))
     while follow:
-        run = store.run(run.id)
+        run = reader.find_run(run.id)
         if path.exists():
             with open(path, "rb") as log:
                 log.seek(offset)
@@ -219,7 +200,7 @@ def logs(
             offset += len(chunk)
             sys.stdout.write(chunk.decode(errors="replace"))
             sys.stdout.flush()
-        if run.status in FINISHED or (run.status == Status.RUNNING and reap_dead(store)):
+        if run.status in FINISHED or process_gone(run):
             break
         time.sleep(0.5)
 
@@ -252,7 +233,7 @@ def rm(ref: RunArgument) -> None:
         store.delete_run(run.id)
         out.print(f"run {run.id} removed", markup=False)
     else:
-        store.update_run(run.id, queued=0)
+        store.leave_queue(run.id)
         out.print(f"run {run.id} ({run.status}) left the queue; `healer runs show {run.id}` still has it", markup=False)
 
 

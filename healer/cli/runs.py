@@ -2,17 +2,19 @@
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 
-from healer import lineage, report
 from healer.cli.common import (
     App,
     Column,
     WideOption,
     err,
+    flatten,
     fmt,
+    open_reader,
     open_store,
     out,
     print_json,
@@ -22,10 +24,11 @@ from healer.cli.common import (
 )
 from healer.cli.evaluate import print_accuracy
 from healer.errors import HealerError
-from healer.presets import Preset, load_preset
+from healer.presets import Preset, load_preset, renamed, starting_from
 from healer.refs import check_startable, resolve_checkpoint
-from healer.runner import create_run, launch, reap_dead, run_foreground
+from healer.runner import create_run, launch, run_foreground
 from healer.store import Run, Status, Store
+from healer.store.views import RunDetail, TreeNode, curve, start_label, to_plain
 
 app = App(help="Runs and their lineage.")
 
@@ -58,9 +61,7 @@ def run(
 ) -> None:
     """Run a preset now, in its own subprocess, and wait for it. Ctrl-C, SIGTERM and SIGHUP (a closed terminal,
     `timeout`, a scheduler) cancel the run; --detach hands it to the background instead."""
-    loaded = load_preset(preset, overrides or [])
-    if name:
-        loaded = dataclasses.replace(loaded, spec=dataclasses.replace(loaded.spec, name=name))
+    loaded = renamed(load_preset(preset, overrides or []), name)
     store = open_store()
     created = start_run(store, loaded, start)
     if detach:
@@ -69,12 +70,12 @@ def run(
                   f"this terminal closes. Follow it: healer queue logs {created.id} -f; stop it: healer queue cancel "
                   f"{created.id}", markup=False)  # fmt: skip
         if json_out:
-            print_json(report.run_detail(store, store.run(created.id)))
+            print_json(open_reader().run_detail(created.id))
         return
     err.print(f"run {created.id} ({created.name}) started; log: {created.log_path}", markup=False)
     finished = run_foreground(store, created, echo=None if quiet else sys.stderr)
     if json_out:
-        print_json(report.run_detail(store, finished))
+        print_json(open_reader().run_detail(finished.id))
     else:
         print_run_summary(store, finished)
     raise typer.Exit(EXIT_CODES.get(Status(finished.status), 1))
@@ -86,19 +87,18 @@ def start_run(store: Store, preset: Preset, start: str | None) -> Run:
         return create_run(store, preset)
     ref = resolve_checkpoint(store, start)
     check_startable(ref)
-    model = dataclasses.replace(preset.spec.model, path=ref.path, build="")
-    preset = dataclasses.replace(preset, spec=dataclasses.replace(preset.spec, model=model))
+    preset = dataclasses.replace(preset, spec=starting_from(preset.spec, ref.path))
     return create_run(store, preset, parent_run=ref.run.id if ref.run else None, parent_step=ref.step)
 
 
 def print_run_summary(store: Store, run: Run) -> None:
     """Status, the loss curve and the checkpoints of a finished run, in a few lines."""
     out.print(f"run {run.id} {run.name}: {run.status}" + (f" ({run.reason})" if run.reason else ""), markup=False)
-    loss = report.curve_summary(store.metrics(run.id, "loss"))
+    loss = curve([(m.step, m.value) for m in store.metrics(run.id, "loss")])
     if loss:
-        (s0, v0), (s1, v1), (sm, vm) = loss["first"], loss["last"], loss["min"]
+        (s0, v0), (s1, v1), (sm, vm) = loss.first, loss.last, loss.min
         out.print(f"  loss {v0:.3f} (step {s0}) -> {v1:.3f} (step {s1}); lowest {vm:.3f} at step {sm}")
-        out.print(f"  {loss['sparkline']}")
+        out.print(f"  {loss.sparkline}")
     checkpoints = store.checkpoints(run.id)
     if checkpoints:
         steps = ", ".join(str(c.step) for c in checkpoints)
@@ -116,33 +116,27 @@ def ls(
 ) -> None:
     """List runs, oldest first."""
     show_wide(wide)
-    store = open_store(read_only=True)
-    reap_dead(store)
-    runs = [r for r in store.runs() if show_all or not r.is_checkpoint_job]
-    rows = [report.run_row(store, r) for r in runs]
+    rows = open_reader().runs(jobs=show_all)
     if json_out:
         print_json(rows)
         return
     if not rows:
         err.print("no runs yet; start one with `healer run PRESET` or `healer demo`", markup=False)
         return
-    last = {r.id: store.last_metrics(r.id) for r in runs}
     columns = [Column("id", justify="right"), Column("name", cut=True), Column("kind", drop=3), Column("status"),
                Column("step", justify="right"), Column("loss", drop=1, justify="right"),
                Column("reward", drop=2, justify="right"), Column("from", drop=1),
                Column("created", drop=4)]  # fmt: skip
     print_table(
         columns,
-        [[r["id"], r["name"], r["kind"], r["status"], progress(r["step"], r["total_steps"]),
-          _last_value(last[r["id"]], "loss"), _last_value(last[r["id"]], "reward"),
-          report.start_label(r["parent_run"], r["parent_step"], r["start_ref"]), _when(r["created_at"])]
-         for r in rows],
+        [[r.id, r.name, r.kind, _status(r.status, r.alive), progress(r.step, r.total_steps), fmt(r.loss),
+          fmt(r.reward), r.start, _when(r.created_at)] for r in rows],
     )  # fmt: skip
 
 
-def _last_value(metrics: dict[str, Any], name: str) -> str:
-    metric = metrics.get(name)
-    return fmt(metric.value if metric else None)
+def _status(status: str, alive: bool | None) -> str:
+    """A running run whose process is gone reads `running (dead)` until a write records it as failed."""
+    return f"{status} (dead)" if alive is False else status
 
 
 def _when(timestamp: str | None) -> str:
@@ -159,31 +153,32 @@ def show(
 ) -> None:
     """Show one run: status, lineage, checkpoints, accuracy per checkpoint and last metrics (--spec: its spec)."""
     show_wide(wide)
-    store = open_store(read_only=True)
-    reap_dead(store)
-    detail = report.run_detail(store, store.find_run(ref))
+    detail = open_reader().run_detail(ref)
     if json_out:
         print_json(detail)
         return
-    _print_detail(store, detail, with_spec=spec)
+    _print_detail(detail, with_spec=spec)
 
 
 DETAIL_FIELDS = ("status", "kind", "method", "reason", "model_path", "created_at", "started_at", "finished_at",
                  "exit_code", "host", "out_dir", "log_path", "preset_path", "healer_version", "git_commit")  # fmt: skip
 
 
-def _print_detail(store: Store, d: dict, with_spec: bool = False) -> None:
+def _print_detail(view: RunDetail, with_spec: bool = False) -> None:
+    d = to_plain(view)
+    if view.alive is False:
+        d["status"] = _status(view.status, view.alive)
     out.print(f"run {d['id']}  {d['name']}", style="bold", markup=False)
     print_table([Column(""), Column("", fold=True)], [[k, d[k]] for k in DETAIL_FIELDS if d.get(k) is not None])
     if d["lineage"]:
-        start = report.start_label(d["parent_run"], d["parent_step"], d["start_ref"])
+        start = view.start
         chain = [f"run {a['id']} {a['name']}" + (f"@{a['step']}" if a["step"] is not None else "")
                  for a in d["lineage"]]  # fmt: skip
         if d["parent_step"] is None and start:
             chain[-1] = f"run {start}"
         out.print(f"lineage: {' -> '.join(chain)} -> run {d['id']}", markup=False)
     for child in d["children"]:
-        start = report.start_label(d["id"], child["parent_step"], child["start_ref"])
+        start = start_label(d["id"], child["parent_step"], child["start_ref"])
         waiting = f", waiting for {child['waiting_for']}" if child["waiting_for"] else ""
         out.print(f"child: run {child['id']} {child['name']} from {start}{waiting} ({child['status']})", markup=False)
     if d["checkpoints"]:
@@ -205,10 +200,10 @@ def _print_detail(store: Store, d: dict, with_spec: bool = False) -> None:
     print_accuracy(d)
     if with_spec:
         out.print()
-        print_table(["spec", Column("", fold=True)], [[k, repr(v)] for k, v in report.flatten(d["spec"])])
-    loss = report.curve_summary(store.metrics(d["id"], "loss"))
+        print_table(["spec", Column("", fold=True)], [[k, repr(v)] for k, v in flatten(d["spec"])])
+    loss = view.loss_curve
     if loss:
-        out.print(f"\nloss {loss['sparkline']}  {loss['first'][1]:.3f} -> {loss['last'][1]:.3f}")
+        out.print(f"\nloss {loss.sparkline}  {loss.first[1]:.3f} -> {loss.last[1]:.3f}")
 
 
 def metrics(
@@ -225,23 +220,24 @@ def metrics(
     json_out: JsonOption = False,
 ) -> None:
     """Print a run's metrics: one row per (step, name), the trainer's names kept."""
-    store = open_store(read_only=True)
-    run = store.find_run(ref)
+    reader = open_reader()
+    run = reader.find_run(ref)
     if with_lineage:
-        rows = lineage.lineage_rows(store, run, name)
+        lineage = reader.lineage_metrics(run.id, name)
+        if json_out:
+            print_json(lineage)
+        elif lineage:
+            print_table(["lineage step", "run", "step", "name", "value"],
+                        [[r.lineage_step, r.run, r.step, r.name, fmt(r.value, 6)] for r in lineage])  # fmt: skip
+        rows: Sequence[Any] = lineage
     else:
-        rows = [report.metric_row(m) for m in store.metrics(run.id, name)]
-    if json_out:
-        print_json(rows)
-        return
-    if not rows:
+        rows = reader.metrics(run.id, name)
+        if json_out:
+            print_json(rows)
+        elif rows:
+            print_table(["step", "name", "value"], [[r.step, r.name, fmt(r.value, 6)] for r in rows])
+    if not rows and not json_out:
         err.print(f"run {run.id} has no metrics" + (f" named {name!r}" if name else ""), markup=False)
-        return
-    if with_lineage:
-        columns = ["lineage step", "run", "step", "name", "value"]
-        print_table(columns, [[r["lineage_step"], r["run"], r["step"], r["name"], fmt(r["value"], 6)] for r in rows])
-        return
-    print_table(["step", "name", "value"], [[r["step"], r["name"], fmt(r["value"], 6)] for r in rows])
 
 
 @app.command("tree")
@@ -252,10 +248,7 @@ def tree(
 ) -> None:
     """Runs and the runs started from their checkpoints (RL from SFT), with the step each started from."""
     show_wide(wide)
-    store = open_store(read_only=True)
-    reap_dead(store)
-    root = lineage.root_of(store, store.find_run(ref)) if ref else None
-    nodes = lineage.tree(store, root)
+    nodes = open_reader().tree(ref)
     if json_out:
         print_json(nodes)
         return
@@ -270,17 +263,17 @@ def tree(
     err.print("ID %, OOD %: at the run's last evaluated step (at); OOD peak: its best OOD, @step", markup=False)
 
 
-def _tree_rows(node: dict[str, Any], lead: str, indent: str) -> list[list[str]]:
+def _tree_rows(node: TreeNode, lead: str, indent: str) -> list[list[str]]:
     """The node's row, its run drawn under its parent with the checkpoint it starts from, then its children's."""
-    start = f"@{node['parent_step']} " if node["parent_step"] is not None else ""
-    if node["parent_step"] is None and node.get("start_ref") and "@" in node["start_ref"]:
-        start = f"@{node['start_ref'].rsplit('@', 1)[1]} "
-    last, peak = node["last_eval"] or {}, node["peak_ood"]
-    row = [f"{lead}{start if lead else ''}{node['id']} {node['name']}", node["method"], node["status"],
-           progress(node["step"], node["total_steps"]), _pct(last.get("id")), _pct(last.get("ood")),
+    start = f"@{node.parent_step} " if node.parent_step is not None else ""
+    if node.parent_step is None and node.start_ref and "@" in node.start_ref:
+        start = f"@{node.start_ref.rsplit('@', 1)[1]} "
+    last, peak = node.last_eval or {}, node.peak_ood
+    row = [f"{lead}{start if lead else ''}{node.id} {node.name}", node.method, node.status,
+           progress(node.step, node.total_steps), _pct(last.get("id")), _pct(last.get("ood")),
            f"@{last['step']}" if last else "", f"{100 * peak['ood']:.1f} @{peak['step']}" if peak else ""]  # fmt: skip
     rows = [row]
-    children = node["children"]
+    children = node.children
     for i, child in enumerate(children):
         end = i == len(children) - 1
         rows += _tree_rows(child, indent + ("└─ " if end else "├─ "), indent + ("   " if end else "│  "))

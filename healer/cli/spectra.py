@@ -7,14 +7,26 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from healer import report
 from healer import spectra as core
-from healer.cli.common import App, Column, WideOption, err, fmt, open_store, out, print_json, print_table, show_wide
+from healer.cli.common import (
+    App,
+    Column,
+    WideOption,
+    err,
+    fmt,
+    open_reader,
+    open_store,
+    out,
+    print_json,
+    print_table,
+    show_wide,
+)
 from healer.cli.evaluate import print_accuracy
 from healer.errors import HealerError
 from healer.presets import SpectraSpec, build_spec
 from healer.refs import resolve_checkpoint
 from healer.spectral import MODULES, parse_modules
+from healer.store.views import to_plain
 
 
 class MeasureByDefault(TyperGroup):
@@ -113,9 +125,9 @@ def show(
     checkpoint for one module, each with the singular-value drift beside it."""
     if side not in ("u", "v"):
         raise HealerError(f"--side {side!r}: use u or v")
-    store = open_store(read_only=True)
-    run = store.find_run(run_ref)
-    rows = store.spectra(run.id, ref=ref)
+    reader = open_reader()
+    run = reader.find_run(run_ref)
+    rows = reader.spectra(run.id, ref=ref)
     if not rows:
         raise HealerError(f"run {run.id} has no spectra yet; measure one with `healer spectra {run.id}@last` or set "
                           "spectra.every_checkpoint = true")  # fmt: skip
@@ -188,11 +200,11 @@ def edit(
         for e in edits.evaluate_edit(store, run):
             err.print(describe_eval(e), markup=False)
     if json_out:
-        print_json(report.run_detail(store, store.run(run.id)))
+        print_json(open_reader().run_detail(run.id))
         return
     out.print(f"edit run {run.id} ({run.name}): {run.model_path}", markup=False)
     if evaluate:
-        print_accuracy(report.run_detail(store, store.run(run.id)))
+        print_accuracy(to_plain(open_reader().run_detail(run.id)))
 
 
 def register(root: App) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from healer.errors import HealerError
 
 if TYPE_CHECKING:
-    from healer.presets import TaskSpec
+    from healer.specs import TaskSpec
 
 
 @dataclass(frozen=True)

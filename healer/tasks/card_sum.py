@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from healer.errors import HealerError
-from healer.presets import RewardSpec
+from healer.specs import RewardSpec
 from healer.tasks import Example, Score, check_split
 from healer.tasks.general_points import FACE_RANKS, RANKS, card_name, judge_formula
 
 if TYPE_CHECKING:
-    from healer.presets import TaskSpec
+    from healer.specs import TaskSpec
 
 FACES = {"id": (10, 10, 10), "ood": (11, 12, 13)}
 MIX = (("id", 0.3), ("ood", 0.2))  # and the remaining 50 %: random face values 1..13

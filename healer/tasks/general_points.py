@@ -16,7 +16,8 @@ from typing import Any
 
 from healer import paths
 from healer.errors import HealerError
-from healer.presets import RewardSpec, TaskSpec
+from healer.specs import OUTCOMES as OUTCOMES  # re-exported: the verdicts of this verifier
+from healer.specs import RewardSpec, TaskSpec
 from healer.tasks import Example, Score, check_split
 from healer.tasks.formula import IllegalFormula, extract, format_value, parse
 
@@ -249,8 +250,6 @@ def is_solvable(values: Sequence[int], target: int) -> bool:
 # -- verdicts and rewards ----------------------------------------------------------------------------
 # Precedence: illegal > wrong_numbers > wrong_value > correct. `partial` replaces `illegal` only when the formula
 # does not parse but is a proper prefix of a known solution. A division by zero is a wrong value.
-
-OUTCOMES = ("correct", "partial", "wrong_value", "wrong_numbers", "illegal")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from healer import paths
 from healer.errors import HealerError
-from healer.presets import RewardSpec, TaskSpec
+from healer.specs import RewardSpec, TaskSpec
 from healer.tasks import Example, Score, check_split
 
 DEFAULT_SPLIT = "id"

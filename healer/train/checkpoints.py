@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -52,15 +51,14 @@ def run_eval_job(job: Run, store: Store) -> None:
     """An evaluation job: evaluate one checkpoint of its parent run with the parent's settings, stored under the
     parent's id and step, then let retention prune what the new evaluation no longer protects."""
     from healer.evals import describe_eval
-    from healer.presets import build_spec
+    from healer.presets import build_spec, starting_from
     from healer.refs import resolve_checkpoint
     from healer.retention import prune
 
     assert job.parent_run is not None and job.parent_step is not None
     parent = store.run(job.parent_run)
     target = resolve_checkpoint(store, f"{parent.id}@{job.parent_step}")
-    spec = build_spec(parent.spec_dict, source=f"run {parent.id}")
-    spec = dataclasses.replace(spec, model=dataclasses.replace(spec.model, path=target.path))
+    spec = starting_from(build_spec(parent.spec_dict, source=f"run {parent.id}"), target.path)
     print(f"healer: evaluating {target.label} ({target.path})", flush=True)
     for e in evaluate_checkpoint(store, target, spec):
         print(describe_eval(e), flush=True)

@@ -13,12 +13,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from healer.presets import REWARD_OUTCOMES, RunSpec
+from healer.presets import RunSpec
+from healer.specs import OUTCOMES  # the reward table's outcomes: their shares are logged every step, zeros too
 from healer.store import Run, Store
 from healer.tasks import Example, Score, Task, make_task
 
-# The outcomes of the reward table: their shares are logged on every step, zeros included, so curves have no gaps.
-OUTCOMES = REWARD_OUTCOMES
 METHODS = {"grpo": ("GRPOTrainer", "GRPOConfig"), "rloo": ("RLOOTrainer", "RLOOConfig")}
 
 

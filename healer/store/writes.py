@@ -1,246 +1,23 @@
-"""The SQLite store: the only module with SQL, and the only channel between CLI, runs, worker and TUI."""
+"""The write side of the store: named lifecycle transitions of runs, and the rows runs record (metrics,
+checkpoints, evaluations, spectra). Each write is one short transaction; reads for the CLI and the TUI go through
+`healer.store.views.Reader` instead."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
-import os
 import sqlite3
 import time
 from array import array
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
-from datetime import UTC, datetime
-from enum import StrEnum
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from healer.errors import HealerError
-from healer.migrations import MIGRATIONS
-
-BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction; $HEALER_DB_TIMEOUT overrides it
-
-
-def busy_timeout() -> float:
-    try:
-        return float(os.environ.get("HEALER_DB_TIMEOUT", BUSY_TIMEOUT_S))
-    except ValueError:
-        raise HealerError("$HEALER_DB_TIMEOUT must be a number of seconds") from None
-
-
-def describe_db_error(exc: sqlite3.Error, path: Path) -> str:
-    """One line for a database failure a user can act on: a lock held too long, a full disk, a damaged file."""
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return (f"the database {path} is locked by another process (waited {busy_timeout():g} s); nothing was written. "
-                f"Try again, or see who holds it with `fuser {path}`")  # fmt: skip
-    if "full" in text:
-        return f"the disk holding {path} is full; nothing was written. Free some space and try again"
-    if "not a database" in text or "malformed" in text:
-        return f"{path} is not a healer database or is damaged ({text}); point --db or $HEALER_HOME elsewhere"
-    return f"database {path}: {text}"
-
-
-class Status(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINISHED = (Status.DONE, Status.FAILED, Status.CANCELLED)
-JOB_KINDS = ("eval", "spectra")  # jobs a training run queues for each checkpoint it saves
-CHECKPOINT_JOB = "(kind IN ('eval', 'spectra') AND parent_run IS NOT NULL)"  # SQL for Run.is_checkpoint_job
-REWOUND_TABLES = ("metrics", "evals", "spectra")  # a run's rows by step that a resumed run writes again
-
-
-def utcnow() -> str:
-    """The current time as ISO 8601 in UTC, the format of every *_at column."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class Run:
-    id: int
-    kind: str
-    method: str
-    name: str
-    status: str
-    spec: str
-    created_at: str
-    preset_path: str | None = None
-    preset_text: str | None = None
-    model_path: str | None = None
-    parent_run: int | None = None
-    parent_step: int | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    exit_code: int | None = None
-    reason: str | None = None
-    out_dir: str | None = None
-    log_path: str | None = None
-    host: str | None = None
-    pid: int | None = None
-    heartbeat: float | None = None
-    total_steps: int | None = None
-    healer_version: str | None = None
-    git_commit: str | None = None
-    queued: int = 0
-    priority: int = 0
-    gpus: int | None = None
-    after_run: int | None = None
-    start_ref: str | None = None
-    worker: str | None = None
-    assigned_gpus: str | None = None
-    attempts: int = 0
-    params: str | None = None
-
-    @property
-    def spec_dict(self) -> dict[str, Any]:
-        return json.loads(self.spec)
-
-    @property
-    def is_checkpoint_job(self) -> bool:
-        """A job on another run's checkpoint (parent_run@parent_step), queued as that run saved it: its evaluation
-        (kind eval) or its spectra (kind spectra)."""
-        return self.kind in JOB_KINDS and self.parent_run is not None
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    id: int
-    run_id: int
-    step: int
-    path: str
-    protected: bool
-    created_at: str
-    pruned_at: str | None = None
-
-
-@dataclass(frozen=True)
-class Metric:
-    id: int
-    run_id: int
-    step: int
-    name: str
-    value: float | None
-    wall_time: float
-
-
-@dataclass(frozen=True)
-class Eval:
-    id: int
-    run_id: int
-    step: int
-    checkpoint_path: str | None
-    task: str
-    split: str
-    protocol: str
-    max_attempts: int
-    n: int
-    correct: int
-    accuracy: float
-    ci_low: float
-    ci_high: float
-    format_error_rate: float
-    mean_reward: float | None
-    loss: float | None
-    outcomes: str
-    settings: str
-    seconds: float
-    created_at: str
-
-
-@dataclass(frozen=True)
-class EvalSample:
-    id: int
-    eval_id: int
-    idx: int
-    prompt: str
-    completion: str
-    transcript: str | None
-    outcome: str
-    reward: float | None
-    correct: bool
-    attempts: int
-    meta: str
-
-
-@functools.cache
-def _field_names(cls: type) -> frozenset[str]:
-    return frozenset(f.name for f in fields(cls))
-
-
-@dataclass(frozen=True)
-class Spectrum:
-    """One side (u or v) of one matrix of one checkpoint, against one reference (the spectra table)."""
-
-    id: int
-    run_id: int
-    step: int
-    ref: str
-    ref_run: int | None
-    ref_step: int | None
-    param: str
-    layer: int
-    module: str
-    side: str
-    k: int
-    n: int
-    forced_zero: int
-    mean_angle_deg: float
-    median_angle_deg: float
-    max_angle_deg: float
-    chordal: float
-    chordal_norm: float
-    sigma_rel_drift: float
-    energy_diag: float | None
-    energy_rotation: float | None
-    energy_outside: float | None
-    gap_rel: float | None
-    method: str
-    error_deg: float | None
-    angles: bytes
-    sigma_drift: bytes
-    seconds: float
-    settings: str
-    created_at: str
-
-    @property
-    def angles_deg(self) -> list[float]:
-        return array("f", self.angles).tolist()
-
-
-SPECTRA_COLUMNS = (
-    "param", "layer", "module", "side", "k", "n", "forced_zero", "mean_angle_deg", "median_angle_deg",
-    "max_angle_deg", "chordal", "chordal_norm", "sigma_rel_drift", "energy_diag", "energy_rotation", "energy_outside",
-    "gap_rel", "method", "error_deg", "seconds",
-)  # fmt: skip
-
-
-def _row(cls: type, row: sqlite3.Row) -> Any:
-    names = _field_names(cls)
-    return cls(**{k: row[k] for k in row.keys() if k in names})  # noqa: SIM118 - iterating a Row yields values
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=busy_timeout())
-        conn.execute("PRAGMA journal_mode=WAL")
-    except (OSError, sqlite3.OperationalError) as exc:
-        raise HealerError(
-            f"cannot open the database {path}: {exc}; point --db or $HEALER_HOME at a writable directory"
-        ) from None
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across crashes of the process
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
+from healer.store.records import SPECTRA_COLUMNS, Checkpoint, Eval, EvalSample, Metric, Run, Spectrum, record, records
+from healer.store.schema import CHAIN_SQL, CHECKPOINT_JOB, REWOUND_TABLES, Status, atomic, busy_timeout, connect, utcnow
 
 
 class Store:
@@ -248,12 +25,14 @@ class Store:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.conn = _connect(self.path)
-        self.db = Database(self.conn, execute_plugins=False)
-        try:
-            _migrate(self.db)
-        except sqlite3.OperationalError as exc:
-            raise HealerError(f"cannot prepare the database {self.path}: {exc}") from None
+        self.conn = connect(self.path)
+
+    @property
+    def db(self) -> Any:
+        """The connection as a sqlite-utils Database (migrations use it; it imports pandas, so only on demand)."""
+        from sqlite_utils import Database
+
+        return Database(self.conn, execute_plugins=False)
 
     def close(self) -> None:
         self.conn.close()
@@ -266,7 +45,7 @@ class Store:
 
     def transaction(self) -> contextlib.AbstractContextManager[Any]:
         """Several store calls as one transaction (nested calls become savepoints): all of them land, or none."""
-        return self.db.atomic()
+        return atomic(self.conn)
 
     # -- runs -------------------------------------------------------------------------------------
 
@@ -284,23 +63,39 @@ class Store:
             created_at=utcnow(),
             **extra,
         )
-        with self.db.atomic():
+        with atomic(self.conn):
             cursor = self.conn.execute(
                 f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values())
             )
         return self.run(cursor.lastrowid)
 
-    def update_run(self, run_id: int, **columns: Any) -> None:
-        """Set columns of one run in one short transaction."""
+    def _set(self, run_id: int, **columns: Any) -> None:
+        """Set columns of one run in one short transaction (the named transitions below use it)."""
         assignments = ", ".join(f"{name} = ?" for name in columns)
-        with self.db.atomic():
+        with atomic(self.conn):
             self.conn.execute(f"UPDATE runs SET {assignments} WHERE id = ?", [*columns.values(), run_id])
+
+    def set_location(self, run_id: int, *, out_dir: str, log_path: str) -> None:
+        """Where a new run writes its checkpoints and its log."""
+        self._set(run_id, out_dir=out_dir, log_path=log_path)
+
+    def mark_spawned(self, run_id: int, pid: int) -> None:
+        """A worker started the run's process (the process itself then calls mark_running)."""
+        self._set(run_id, pid=pid)
+
+    def leave_queue(self, run_id: int) -> None:
+        """A finished run leaves the queue's list; its record and data stay."""
+        self._set(run_id, queued=0)
 
     def run(self, run_id: int) -> Run:
         row = self.conn.execute("SELECT * FROM runs WHERE id = ?", [run_id]).fetchone()
         if row is None:
             raise HealerError(f"no run with id {run_id}; `healer runs ls` lists the runs")
-        return _row(Run, row)
+        return record(Run, row)
+
+    def chain(self, run_id: int) -> list[Run]:
+        """The run and its ancestors, oldest first (one recursive query)."""
+        return records(Run, self.conn.execute(CHAIN_SQL, [run_id]).fetchall())
 
     def find_run(self, ref: str) -> Run:
         """A run by id (`12`) or by name (the newest run with that name)."""
@@ -310,7 +105,7 @@ class Store:
         row = self.conn.execute("SELECT * FROM runs WHERE name = ? ORDER BY id DESC LIMIT 1", [ref]).fetchone()
         if row is None:
             raise HealerError(f"no run with id or name {ref!r}; `healer runs ls` lists the runs")
-        return _row(Run, row)
+        return record(Run, row)
 
     def runs(self, status: Iterable[str] | None = None) -> list[Run]:
         if status is None:
@@ -319,21 +114,21 @@ class Store:
             wanted = list(status)
             marks = ", ".join("?" * len(wanted))
             rows = self.conn.execute(f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY id", wanted).fetchall()
-        return [_row(Run, r) for r in rows]
+        return records(Run, rows)
 
     def children(self, run_id: int) -> list[Run]:
         """Runs started from this run's checkpoints (its evaluation jobs are not among them)."""
         rows = self.conn.execute(
             f"SELECT * FROM runs WHERE parent_run = ? AND NOT {CHECKPOINT_JOB} ORDER BY id", [run_id]
         ).fetchall()
-        return [_row(Run, r) for r in rows]
+        return records(Run, rows)
 
     def checkpoint_jobs(self, run_id: int) -> list[Run]:
         """The jobs on a run's checkpoints, evaluations and spectra (parent_step = the step they read)."""
         rows = self.conn.execute(
             f"SELECT * FROM runs WHERE parent_run = ? AND {CHECKPOINT_JOB} ORDER BY id", [run_id]
         ).fetchall()
-        return [_row(Run, r) for r in rows]
+        return records(Run, rows)
 
     def waiting_on(self, run_id: int) -> list[Run]:
         """Queued runs that wait for this run: `--after` it, or `--from` one of its checkpoints."""
@@ -342,7 +137,7 @@ class Store:
             "ORDER BY id",
             [run_id, f"{run_id}@%"],
         ).fetchall()
-        return [_row(Run, r) for r in rows]
+        return records(Run, rows)
 
     def pending_eval_jobs(self, run_id: int) -> int:
         """How many evaluation jobs of this run's checkpoints are queued or running."""
@@ -354,7 +149,7 @@ class Store:
 
     def mark_running(self, run_id: int, *, pid: int, host: str) -> bool:
         """The run's process has begun it; False when the run was cancelled (or ended) before it could."""
-        with self.db.atomic():
+        with atomic(self.conn):
             cursor = self.conn.execute(
                 "UPDATE runs SET status = 'running', pid = ?, host = ?, started_at = ?, heartbeat = ?, "
                 "finished_at = NULL, exit_code = NULL, reason = NULL WHERE id = ? AND status IN ('queued', 'running')",
@@ -363,16 +158,20 @@ class Store:
         return cursor.rowcount == 1
 
     def heartbeat(self, run_id: int) -> None:
-        self.update_run(run_id, heartbeat=time.time())
+        self._set(run_id, heartbeat=time.time())
 
     def finish_run(self, run_id: int, status: Status, *, exit_code: int | None, reason: str | None = None) -> None:
         """Record the end of a run; a run that already finished keeps its first verdict."""
-        with self.db.atomic():
+        with atomic(self.conn):
             self.conn.execute(
                 "UPDATE runs SET status = ?, exit_code = ?, reason = ?, finished_at = ? "
                 "WHERE id = ? AND status NOT IN ('done', 'failed', 'cancelled')",
                 [status.value, exit_code, reason, utcnow(), run_id],
             )
+
+    def cancel(self, run_id: int, reason: str) -> None:
+        """Cancel a run (before it started, or after its process was stopped); a finished run keeps its verdict."""
+        self.finish_run(run_id, Status.CANCELLED, exit_code=None, reason=reason)
 
     # -- the queue ------------------------------------------------------------------------------
 
@@ -395,7 +194,7 @@ class Store:
                 + f" ORDER BY {CHECKPOINT_JOB} DESC, priority DESC, id LIMIT ?",
                 [*after, page],
             ).fetchall()
-            yield from (_row(Run, r) for r in rows)
+            yield from (record(Run, r) for r in rows)
             if len(rows) < page:
                 return
             last = rows[-1]
@@ -409,7 +208,7 @@ class Store:
             f"ORDER BY {CHECKPOINT_JOB} DESC, priority DESC, id LIMIT ?",
             [limit],
         ).fetchall()
-        return [_row(Run, r) for r in rows]
+        return records(Run, rows)
 
     def has_queued(self) -> bool:
         return (
@@ -420,12 +219,12 @@ class Store:
     def queue_runs(self) -> list[Run]:
         """Every run that went through the queue (waiting, running or finished), oldest first."""
         rows = self.conn.execute("SELECT * FROM runs WHERE queued = 1 ORDER BY id").fetchall()
-        return [_row(Run, r) for r in rows]
+        return records(Run, rows)
 
     def claim(self, run_id: int, *, worker: str, host: str, **columns: Any) -> bool:
         """Take a queued run for a worker: one conditional UPDATE, so two workers never both get it."""
         assignments = "".join(f", {name} = ?" for name in columns)
-        with self.db.atomic():
+        with atomic(self.conn):
             cursor = self.conn.execute(
                 "UPDATE runs SET status = 'running', worker = ?, host = ?, pid = NULL, heartbeat = ?, "
                 f"started_at = NULL, attempts = attempts + 1{assignments} "
@@ -436,12 +235,12 @@ class Store:
 
     def requeue(self, run_id: int) -> None:
         """Put a finished run back in the queue (retry), keeping its id, checkpoints and metrics."""
-        self.update_run(run_id, status=Status.QUEUED.value, queued=1, finished_at=None, exit_code=None,
-                        reason=None, pid=None, worker=None, assigned_gpus=None)  # fmt: skip
+        self._set(run_id, status=Status.QUEUED.value, queued=1, finished_at=None, exit_code=None, reason=None,
+                  pid=None, worker=None, assigned_gpus=None)  # fmt: skip
 
     def delete_run(self, run_id: int) -> None:
         """Remove a run that never started (it has no checkpoints, metrics or children)."""
-        with self.db.atomic():
+        with atomic(self.conn):
             self.conn.execute(  # finished runs that were to run after it keep their record, not the link
                 "UPDATE runs SET after_run = NULL WHERE after_run = ? AND status IN ('done', 'failed', 'cancelled')",
                 [run_id],
@@ -457,11 +256,11 @@ class Store:
         return {k: v for k, v in rows.fetchall()}
 
     def delete_setting(self, key: str) -> None:
-        with self.db.atomic():
+        with atomic(self.conn):
             self.conn.execute("DELETE FROM settings WHERE key = ?", [key])
 
     def set_setting(self, key: str, value: str) -> None:
-        with self.db.atomic():
+        with atomic(self.conn):
             self.conn.execute(
                 "INSERT INTO settings (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -471,35 +270,35 @@ class Store:
     # -- checkpoints ------------------------------------------------------------------------------
 
     def add_checkpoint(self, run_id: int, step: int, path: str, *, protected: bool = False) -> Checkpoint:
-        with self.db.atomic():
+        with atomic(self.conn):
             self.conn.execute(
                 "INSERT INTO checkpoints (run_id, step, path, protected, created_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (run_id, step) DO UPDATE SET path = excluded.path, pruned_at = NULL",
                 [run_id, step, str(path), int(protected), utcnow()],
             )
         row = self.conn.execute("SELECT * FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
-        return _checkpoint(row)
+        return record(Checkpoint, row)
 
     def checkpoint_at(self, path: str) -> Checkpoint | None:
         """The registered checkpoint with this (resolved) path, if any; the newest when a path was reused."""
         row = self.conn.execute("SELECT * FROM checkpoints WHERE path = ? ORDER BY id DESC LIMIT 1", [path]).fetchone()
-        return None if row is None else _checkpoint(row)
+        return None if row is None else record(Checkpoint, row)
 
     def checkpoints(self, run_id: int, *, pruned: bool = False) -> list[Checkpoint]:
         """A run's checkpoints on disk, in step order; `pruned=True` adds those train.keep deleted."""
         sql = "SELECT * FROM checkpoints WHERE run_id = ?" + ("" if pruned else " AND pruned_at IS NULL")
         rows = self.conn.execute(sql + " ORDER BY step", [run_id]).fetchall()
-        return [_checkpoint(r) for r in rows]
+        return records(Checkpoint, rows)
 
     def mark_pruned(self, run_id: int, step: int) -> None:
-        with self.db.atomic():
+        with atomic(self.conn):
             self.conn.execute(
                 "UPDATE checkpoints SET pruned_at = ? WHERE run_id = ? AND step = ?", [utcnow(), run_id, step]
             )
 
     def protect_checkpoint(self, run_id: int, step: int, protected: bool = True) -> bool:
         """Mark a checkpoint as never to be pruned (or release it); False when the run has no such checkpoint."""
-        with self.db.atomic():
+        with atomic(self.conn):
             cursor = self.conn.execute(
                 "UPDATE checkpoints SET protected = ? WHERE run_id = ? AND step = ?", [int(protected), run_id, step]
             )
@@ -511,7 +310,7 @@ class Store:
         """Upsert one step's metrics in one transaction; returns the number of rows written."""
         now = time.time() if wall_time is None else wall_time
         rows = [(run_id, step, name, _finite(value), now) for name, value in metrics.items()]
-        with self.db.atomic():
+        with atomic(self.conn):
             self.conn.executemany(
                 "INSERT INTO metrics (run_id, step, name, value, wall_time) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (run_id, name, step) DO UPDATE SET value = excluded.value, wall_time = excluded.wall_time",
@@ -527,7 +326,7 @@ class Store:
             sql += " AND name = ?"
             params.append(name)
         rows = self.conn.execute(sql + " ORDER BY step, name", params).fetchall()
-        return [_row(Metric, r) for r in rows]
+        return records(Metric, rows)
 
     def last_metrics(self, run_id: int) -> dict[str, Metric]:
         """The latest value of every metric name of a run."""
@@ -536,7 +335,7 @@ class Store:
             "GROUP BY name) last ON m.name = last.name AND m.step = last.step WHERE m.run_id = ? ORDER BY m.name",
             [run_id, run_id],
         ).fetchall()
-        return {r["name"]: _row(Metric, r) for r in rows}
+        return {r["name"]: record(Metric, r) for r in rows}
 
     # -- evaluations ------------------------------------------------------------------------------
 
@@ -544,7 +343,7 @@ class Store:
         """Store one evaluation and its samples in one transaction, replacing one with the same key and settings."""
         row = {**summary, "created_at": utcnow()}
         key_columns = ("run_id", "step", "task", "split", "protocol", "n", "settings")
-        with self.db.atomic():
+        with atomic(self.conn):
             self.conn.execute(
                 f"DELETE FROM evals WHERE {' AND '.join(f'{c} = ?' for c in key_columns)}",
                 [row[c] for c in key_columns],
@@ -558,19 +357,16 @@ class Store:
                 f"INSERT INTO eval_samples (eval_id, {', '.join(columns)}) VALUES (?, {', '.join('?' * len(columns))})",
                 [[eval_id, *(s[c] for c in columns)] for s in samples],
             )
-        return _row(Eval, self.conn.execute("SELECT * FROM evals WHERE id = ?", [eval_id]).fetchone())
+        return record(Eval, self.conn.execute("SELECT * FROM evals WHERE id = ?", [eval_id]).fetchone())
 
     def evals(self, run_id: int) -> list[Eval]:
         rows = self.conn.execute("SELECT * FROM evals WHERE run_id = ? ORDER BY step, split, protocol, id", [run_id])
-        return [_row(Eval, r) for r in rows.fetchall()]
+        return records(Eval, rows.fetchall())
 
     def eval_samples(self, eval_id: int, *, wrong_only: bool = False) -> list[EvalSample]:
         sql = "SELECT * FROM eval_samples WHERE eval_id = ?" + (" AND correct = 0" if wrong_only else "")
         rows = self.conn.execute(sql + " ORDER BY idx", [eval_id]).fetchall()
-        return [
-            EvalSample(**{**{k: r[k] for k in r.keys()}, "correct": bool(r["correct"])})  # noqa: SIM118
-            for r in rows
-        ]
+        return records(EvalSample, rows)
 
     # -- spectra ----------------------------------------------------------------------------------
 
@@ -586,7 +382,7 @@ class Store:
         columns = ("run_id", "step", "ref", "ref_run", "ref_step", *SPECTRA_COLUMNS, "angles", "sigma_drift",
                    "settings", "created_at")  # fmt: skip
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns[3:])
-        with self.db.atomic():
+        with atomic(self.conn):
             self.conn.executemany(
                 f"INSERT INTO spectra ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
                 f"ON CONFLICT (run_id, step, ref, layer, module, side) DO UPDATE SET {updates}",
@@ -602,7 +398,7 @@ class Store:
                 sql += f" AND {column} = ?"
                 params.append(value)
         rows = self.conn.execute(sql + " ORDER BY step, layer, module, side", params).fetchall()
-        return [_row(Spectrum, r) for r in rows]
+        return records(Spectrum, rows)
 
     def spectra_reference_steps(self, run_id: int) -> set[int]:
         """Steps of this run's checkpoints that some spectra were measured against."""
@@ -617,38 +413,15 @@ class Store:
         """Delete what a run recorded after a step (metrics, evaluations with their samples, spectra), in one
         transaction, as W&B's rewind does: a run resumed from that step trains those steps again, and its table must
         not mix two attempts. Rows at or before the step stay as they are. Returns the rows deleted, by table."""
-        with self.db.atomic():
-            return {
+        with atomic(self.conn):
+            deleted = {
                 table: self.conn.execute(
                     f"DELETE FROM {table} WHERE run_id = ? AND step > ?", [run_id, after_step]
                 ).rowcount
                 for table in REWOUND_TABLES
             }
-
-
-def _migrate(db: Database) -> None:
-    """Apply pending migrations under the write lock, so processes opening a new database at once never race."""
-    if not MIGRATIONS.pending(db):
-        return
-    db.conn.execute("BEGIN IMMEDIATE")  # a second opener waits here (busy timeout), then finds nothing pending
-    try:
-        MIGRATIONS.apply(db)  # each migration runs in a savepoint of this transaction
-    except BaseException:
-        db.conn.execute("ROLLBACK")
-        raise
-    db.conn.execute("COMMIT")
-
-
-def _checkpoint(row: sqlite3.Row) -> Checkpoint:
-    return Checkpoint(
-        id=row["id"],
-        run_id=row["run_id"],
-        step=row["step"],
-        path=row["path"],
-        protected=bool(row["protected"]),
-        created_at=row["created_at"],
-        pruned_at=row["pruned_at"],
-    )
+            self.conn.execute("UPDATE runs SET rewound_to = ? WHERE id = ?", [after_step, run_id])  # feeds the TUI
+        return deleted
 
 
 def _finite(value: float) -> float | None:
@@ -684,20 +457,3 @@ def query_read_only(path: Path, sql: str) -> tuple[list[str], list[tuple[Any, ..
         raise HealerError(f"sql: {exc}") from None
     finally:
         conn.close()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists and is not a zombie (a killed child its parent has not reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (OSError, IndexError):
-            return False
-    return True

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlite_utils import Database
+from sqlite_utils import Database  # imported only when a migration is due (it loads pandas)
 from sqlite_utils.migrations import Migrations
 
 MIGRATIONS = Migrations("healer")
@@ -194,3 +194,45 @@ def _0005(db: Database) -> None:
         """
     )
     db.execute("CREATE INDEX spectra_ref ON spectra(ref_run, ref_step)")
+
+
+FEED_TABLES = ("runs", "checkpoints", "evals", "spectra", "metrics")  # rows the change feed numbers
+
+
+@MIGRATIONS(name="0006_change_feed")
+def _0006(db: Database) -> None:
+    """The change feed and the read model's indexes.
+
+    One counter, `change_seq`, goes up at every insert and update of a run, checkpoint, evaluation, spectra or
+    metric row, and the row keeps the value in its `seq` column (triggers do both, so no writer can forget). A
+    poller remembers the highest `seq` it saw and asks each table for `seq > it`: an index range, the same cost
+    whatever the store's size. Status changes (an UPDATE), replaced spectra and re-logged metrics (upserts that keep
+    their id) all show. A deleted run leaves a tombstone; a rewound run says where it was rewound to."""
+    db.execute("CREATE TABLE change_seq (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL)")
+    db.execute("INSERT INTO change_seq (id, value) VALUES (1, 0)")
+    db.execute("CREATE TABLE deleted_runs (seq INTEGER PRIMARY KEY, run_id INTEGER NOT NULL)")
+    db.execute("ALTER TABLE runs ADD COLUMN rewound_to INTEGER")  # the step a resumed run's rows were cut back to
+    for table in FEED_TABLES:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+        db.execute(f"CREATE INDEX {table}_seq ON {table}(seq)")
+        bump = (
+            "UPDATE change_seq SET value = value + 1 WHERE id = 1; "
+            f"UPDATE {table} SET seq = (SELECT value FROM change_seq WHERE id = 1) WHERE id = NEW.id;"
+        )
+        db.execute(f"CREATE TRIGGER {table}_seq_insert AFTER INSERT ON {table} BEGIN {bump} END")
+        # the trigger's own UPDATE changes seq, so it never fires itself, even with recursive triggers on
+        db.execute(
+            f"CREATE TRIGGER {table}_seq_update AFTER UPDATE ON {table} WHEN NEW.seq IS OLD.seq BEGIN {bump} END"
+        )
+    db.execute(
+        "CREATE TRIGGER runs_seq_delete AFTER DELETE ON runs BEGIN "
+        "UPDATE change_seq SET value = value + 1 WHERE id = 1; "
+        "INSERT INTO deleted_runs (seq, run_id) VALUES ((SELECT value FROM change_seq WHERE id = 1), OLD.id); END"
+    )
+    # what the views and polls look up: new rows of a run, its last step, a checkpoint by path, a run by name
+    db.execute("CREATE INDEX metrics_run_id ON metrics(run_id, id)")
+    db.execute("CREATE INDEX metrics_run_step ON metrics(run_id, step)")
+    db.execute("CREATE INDEX metrics_run_seq ON metrics(run_id, seq)")  # a run's rows changed since a poll
+    db.execute("CREATE INDEX checkpoints_path ON checkpoints(path)")
+    db.execute("CREATE INDEX runs_name ON runs(name)")
+    db.execute("CREATE INDEX runs_after ON runs(after_run) WHERE after_run IS NOT NULL")
