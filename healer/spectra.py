@@ -4,6 +4,7 @@ this process) and storing the rows, and the readings `healer spectra show` draws
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -100,40 +101,67 @@ def json_row(row: dict[str, Any], full: bool) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
-    """Mean angles as rows × columns, for the terminal heatmap, with the singular-value drift per row."""
+    """Mean angles as rows × columns, for the terminal heatmap, with the singular-value drift per row.
+
+    `forced` holds the (row, column) indices of cells whose every angle is 0 by dimension alone (forced_zero >= k,
+    i.e. k >= n: the top-k subspace is the whole space); their value is 0 but it says nothing about training, so
+    they are drawn as FORCED_GLYPH, not as "no rotation", and left out of the colour scale (`top`)."""
 
     title: str
     columns: list[str]
     rows: list[tuple[str, list[float | None], float | None]]
+    forced: frozenset[tuple[int, int]] = frozenset()
+
+    def is_forced(self, row: int, column: int) -> bool:
+        return (row, column) in self.forced
+
+    @property
+    def top(self) -> float:
+        """The largest mean angle of the map, forced cells aside (the top of the colour scale); 0 when none."""
+        return max(
+            (v for i, (_, cells, _) in enumerate(self.rows) for j, v in enumerate(cells)
+             if v is not None and (i, j) not in self.forced),
+            default=0.0,
+        )  # fmt: skip
 
 
-def layer_by_module(spectra: list[Spectrum], step: int, side: str) -> Grid:
+def all_forced(spectrum: Spectrum) -> bool:
+    """Every angle of this side is 0 by dimension alone (2k - n >= k, i.e. k >= n), not by training."""
+    return spectrum.forced_zero >= spectrum.k
+
+
+def layer_by_module(spectra: list[Spectrum] | tuple[Spectrum, ...], step: int, side: str) -> Grid:
     """One checkpoint: a row per layer, a column per module."""
     cells = {(s.layer, s.module): s for s in spectra if s.step == step and s.side == side}
     modules = [m for m in MODULES if any(mod == m for _, mod in cells)]
     layers = sorted({layer for layer, _ in cells})
     rows = []
-    for layer in layers:
+    forced = set()
+    for i, layer in enumerate(layers):
         found = [cells.get((layer, m)) for m in modules]
         drifts = [c.sigma_rel_drift for c in found if c is not None]
         rows.append((str(layer), [c.mean_angle_deg if c else None for c in found], _mean(drifts)))
-    return Grid(f"step {step}: mean principal angle (°, side {side}) per layer × module", modules, rows)
+        forced |= {(i, j) for j, c in enumerate(found) if c is not None and all_forced(c)}
+    return Grid(f"step {step}: mean principal angle (°, side {side}) per layer × module", modules, rows,
+                frozenset(forced))  # fmt: skip
 
 
-def layer_by_step(spectra: list[Spectrum], module: str, side: str) -> Grid:
+def layer_by_step(spectra: list[Spectrum] | tuple[Spectrum, ...], module: str, side: str) -> Grid:
     """One module: a row per layer, a column per checkpoint."""
     cells = {(s.layer, s.step): s for s in spectra if s.module == module and s.side == side}
     steps = sorted({step for _, step in cells})
     layers = sorted({layer for layer, _ in cells})
     rows = []
-    for layer in layers:
+    forced = set()
+    for i, layer in enumerate(layers):
         found = [cells.get((layer, step)) for step in steps]
         last = next((c for c in reversed(found) if c is not None), None)
         rows.append(
             (str(layer), [c.mean_angle_deg if c else None for c in found], last.sigma_rel_drift if last else None)
         )
+        forced |= {(i, j) for j, c in enumerate(found) if c is not None and all_forced(c)}
     title = f"module {module}: mean principal angle (°, side {side}) per layer × checkpoint step"
-    return Grid(title, [str(s) for s in steps], rows)
+    return Grid(title, [str(s) for s in steps], rows, frozenset(forced))
 
 
 def by_step(spectra: list[Spectrum], side: str = "u") -> dict[int, dict[str, float]]:
@@ -167,3 +195,25 @@ def angle_bucket(angle: float, top: float, buckets: int = len(ANGLE_STYLES)) -> 
 
 def angle_style(angle: float, top: float) -> str:
     return ANGLE_STYLES[angle_bucket(angle, top)]
+
+
+# One glyph per colour bucket, so the map still reads without colour (NO_COLOR): blank for the coldest band, then a
+# dot and the shades ░▒▓█ up to the hottest. FORCED_GLYPH marks a cell whose angles are all 0 by dimension (k >= n).
+ANGLE_GLYPHS = (" ", "·", "░", "▒", "▓", "█")
+FORCED_GLYPH = "="
+FORCED_STYLE = "dim"
+FORCED_LEGEND = "= all angles 0 by dimension (k ≥ n), not by training"
+
+
+def angle_glyph(angle: float, top: float) -> str:
+    return ANGLE_GLYPHS[angle_bucket(angle, top)]
+
+
+def legend(top: float) -> list[tuple[str, str]]:
+    """The colour scale of a map whose largest angle is `top`: per bucket, its lower bound in degrees and its style
+    (coolest first). A zero scale has one bucket, 0°."""
+    if top <= 0:
+        return [("0°", ANGLE_STYLES[0])]
+    width = top / len(ANGLE_STYLES)
+    decimals = max(0, min(4, 1 - math.floor(math.log10(width))))
+    return [(f"{i * width:.{decimals}f}°" if i else "0°", style) for i, style in enumerate(ANGLE_STYLES)]

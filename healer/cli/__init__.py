@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from healer import __version__
-from healer.cli import db, demo, evaluate, heal, model, presets, queue, runs, spectra, task
+from healer.cli import db, demo, evaluate, heal, model, presets, queue, runs, spectra, task, tui
 from healer.cli.common import App, fail
 
 PITCH = "Run, measure and steer SFT then RL post-training; every number lands in one SQLite file."
@@ -52,6 +52,7 @@ evaluate.register(app)
 heal.register(app)
 queue.register(app)
 spectra.register(app)
+tui.register(app)
 app.add_typer(presets.app, name="presets")
 app.add_typer(model.app, name="model")
 

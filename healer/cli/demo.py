@@ -77,6 +77,7 @@ def demo(
     out.print()
     tree(str(stage1.id), json_out=False)
     out.print(f"\ndatabase: {paths.db_path()}", markup=False)
+    out.print("watch it: healer tui   (←/→ walk the checkpoints, 4 the queue, ? the keys, q quits)", markup=False)
     out.print(f"next: healer queue ls --all  |  healer runs show {stage1.id}  |  healer heal {stage1.id} --report  |  "
               f"healer spectra show {stage1.id}  |  healer runs show {edited.id}  |  healer eval samples "
               f"{stage1.id}@last --split ood --wrong", markup=False)  # fmt: skip

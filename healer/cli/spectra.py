@@ -149,15 +149,24 @@ def draw(grid: core.Grid) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    values = [v for _, cells, _ in grid.rows for v in cells if v is not None]
-    top = max(values, default=0.0)
+    top = grid.top
     table = Table("layer", *grid.columns, "σ drift %", title=grid.title, title_justify="left", box=None,
                   header_style="bold", pad_edge=False)  # fmt: skip
-    for name, cells, drift in grid.rows:
-        shown = [Text(f"{v:5.2f}", style=core.angle_style(v, top)) if v is not None else Text("") for v in cells]
+    for i, (name, cells, drift) in enumerate(grid.rows):
+        shown = [
+            Text(core.FORCED_GLYPH, style=core.FORCED_STYLE, justify="right") if grid.is_forced(i, j)
+            else Text(f"{v:5.2f}", style=core.angle_style(v, top)) if v is not None else Text("")
+            for j, v in enumerate(cells)
+        ]  # fmt: skip
         table.add_row(name, *shown, "" if drift is None else f"{100 * drift:.2f}")
     out.print(table)
-    out.print(f"colour scale: 0° (dim) to {top:.2f}° (bright red), the largest mean angle in the map", markup=False)
+    scale = Text("colour scale (from): ")
+    for label, style in core.legend(top):
+        scale.append(label, style=style).append(" ")
+    scale.append(f"up to {top:.2f}°, the largest mean angle in the map")
+    if grid.forced:
+        scale.append(f"; {core.FORCED_LEGEND}")
+    out.print(scale)
 
 
 def edit(

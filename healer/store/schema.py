@@ -101,15 +101,16 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def connect_read_only(path: Path) -> sqlite3.Connection:
+def connect_read_only(path: Path, immutable: bool = False) -> sqlite3.Connection:
     """A connection that cannot write. A store with no `-wal` file has no writer and every change in its main file:
     it is opened `immutable`, so not even the `-wal`/`-shm` files a WAL reader makes appear (Reader reopens it
-    normally once a writer shows up). A file that does not exist is an empty store in memory, created nowhere."""
+    normally once a writer shows up); `immutable=True` always opens it so (a copy, a read-only mount: changes in a
+    `-wal` file are not seen). A file that does not exist is an empty store in memory, created nowhere."""
     if not path.exists():
         conn = connect(Path(":memory:"))
         return conn
     wal = Path(f"{path}-wal").exists()
-    uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if wal else "&immutable=1")
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if wal and not immutable else "&immutable=1")
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout())
         conn.row_factory = sqlite3.Row
@@ -118,8 +119,13 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
         raise HealerError(describe_db_error(exc, path)) from None
     if applied != LATEST_MIGRATION:
         conn.close()
-        raise HealerError(f"{path} was written by another healer version (schema {applied or 'none'}, this healer "
-                          f"reads {LATEST_MIGRATION}); any command that writes, e.g. `healer db migrate`, "
+        if applied is None:
+            raise HealerError(f"{path} is not a healer database (it has no healer schema); point --db elsewhere")
+        if applied > LATEST_MIGRATION:
+            raise HealerError(f"{path} was written by a newer healer (schema {applied}; this one reads "
+                              f"{LATEST_MIGRATION}); upgrade healer to read it")  # fmt: skip
+        raise HealerError(f"{path} was written by another healer version (schema {applied}, this healer reads "
+                          f"{LATEST_MIGRATION}); any command that writes, e.g. `healer db migrate`, "
                           "upgrades it")  # fmt: skip
     return conn
 

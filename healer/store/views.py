@@ -486,26 +486,40 @@ UNION ALL SELECT 'seq', NULL, NULL, value FROM change_seq
 """  # `+run_id`: group the few new rows found through the seq indexes, never scan a table in group order
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is written: its modification time, size and inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
 class Reader:
     """Read-only views of one store. Open one per thread; cheap to keep open (a TUI polls through one)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, immutable: bool = False) -> None:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._immutable = False
+        self._always_immutable = immutable  # a copy or a read-only mount: never look for a writer's -wal
+        self._stamp: tuple[int, int, int] | None = None
         self.host = socket.gethostname()
 
     # -- connection ----------------------------------------------------------------------------------------
 
     @property
     def conn(self) -> sqlite3.Connection:
-        """The connection; reopened normally once a writer appears beside an `immutable` one (see schema)."""
-        if self._conn is not None and self._immutable and Path(f"{self.path}-wal").exists():
+        """The connection. One opened `immutable` (no writer was there) is reopened when a writer shows up (a `-wal`
+        file) or has been and gone (the file changed), so a long-lived reader such as the TUI sees new rows."""
+        if self._conn is not None and self._immutable and (self._stamp != _stamp(self.path) or (
+                not self._always_immutable and Path(f"{self.path}-wal").exists())):  # fmt: skip
             self._conn.close()
             self._conn = None
         if self._conn is None:
-            self._conn = connect_read_only(self.path)
-            self._immutable = self.path.exists() and not Path(f"{self.path}-wal").exists()
+            self._stamp = _stamp(self.path)
+            self._conn = connect_read_only(self.path, self._always_immutable)
+            self._immutable = self._always_immutable or (self.path.exists() and not Path(f"{self.path}-wal").exists())
         return self._conn
 
     def close(self) -> None:
@@ -811,6 +825,16 @@ class Reader:
         modules = tuple(dict.fromkeys(c[1] for c in cells))
         return SpectraGrid(run_id, step, ref, side, steps, layers, modules, angles, drift)
 
+    def checkpoints(self, run_ids: Sequence[int]) -> dict[int, list[CheckpointRow]]:
+        """The checkpoints of some runs (pruned ones too), by run, in step order."""
+        found: dict[int, list[CheckpointRow]] = {r: [] for r in run_ids}
+        if run_ids:
+            marks = ", ".join("?" * len(run_ids))
+            for c in records(Checkpoint, self._all(f"SELECT * FROM checkpoints WHERE run_id IN ({marks}) "
+                                                   "ORDER BY run_id, step", list(run_ids))):  # fmt: skip
+                found[c.run_id].append(CheckpointRow(c.step, c.path, c.protected, c.created_at, c.pruned_at))
+        return found
+
     def evals(self, run_id: int) -> list[Eval]:
         """A run's evaluation records (the rows), in (step, split, protocol, id) order."""
         return self._evals([run_id]).get(run_id, [])
@@ -864,6 +888,10 @@ class Reader:
         return HealSweep(sft.id, sft.name, tuple(HealRow(**r) for r in rows_))
 
     # -- the change feed ---------------------------------------------------------------------------------------
+
+    def seq(self) -> int:
+        """The change feed's high-water mark now: `changes(since=seq())` later says what changed after it."""
+        return self._all("SELECT value FROM change_seq WHERE id = 1")[0][0]
 
     def changes(self, since: int = 0) -> Changes:
         """What changed after sequence number `since`, in one indexed query (its cost grows with what changed, not

@@ -1,0 +1,299 @@
+"""`healer tui`: the live dashboard. Bindings and routing only: data comes as snapshots from the poller's thread,
+panels render them (attributes down, messages up); nothing here reads the store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
+
+from healer.tui.panels.accuracy import AccuracyPanel
+from healer.tui.panels.queue import QueuePane
+from healer.tui.panels.rotation import RotationPanel
+from healer.tui.panels.runs import RunsPane, run_lines
+from healer.tui.poller import Poller
+from healer.tui.snapshot import Lineage, Point, Snapshot
+
+EMPTY = "no runs yet: `healer demo` or `healer run PRESET`"
+PANES = {"1": "runs", "2": "accuracy", "3": "rotation"}
+
+
+class SnapshotReady(Message):
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class Notice(Message):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+def readout(lineage: Lineage | None, cursor: int | None) -> str:
+    """The one line under the panels: the checkpoint under the cursor (pure, tested without Textual)."""
+    if lineage is None or cursor is None or not lineage.points:
+        return "no evaluated checkpoints in this lineage yet"
+    point = lineage.points[cursor]
+    parts = [f"run {point.run}@{point.step}", f"axis {point.lineage_step}"]
+    for name, acc in (("ID", point.id), ("OOD", point.ood)):
+        if acc is not None:
+            parts.append(f"{name} {100 * acc.accuracy:.1f} [{100 * acc.ci_low:.1f}, {100 * acc.ci_high:.1f}]")
+    angle, drift = rotation_at(lineage, point)
+    if angle is not None and drift is not None:
+        parts.append(f"angle {angle:.2f}° σ drift {100 * drift:.2f}%")
+    if point.loss is not None:
+        parts.append(f"loss {point.loss:.4g}")
+    picks = list(point.picks) + (["lineage OOD peak"] if point.lineage_step == lineage.peak_ood else [])
+    if picks:
+        parts.append(", ".join(dict.fromkeys(picks)))
+    return " · ".join(parts)
+
+
+def rotation_at(lineage: Lineage, point: Point) -> tuple[float | None, float | None]:
+    """Mean angle and mean singular-value drift over the checkpoint's matrices (side u)."""
+    rows = [r for r in lineage.spectra_at(point) if r.side == "u"]
+    if not rows:
+        return None, None
+    return sum(r.mean_angle_deg for r in rows) / len(rows), sum(r.sigma_rel_drift for r in rows) / len(rows)
+
+
+class HealerApp(App[None]):
+    """Watch runs, their ID/OOD accuracy across SFT and RL, and the rotation of their weights, live."""
+
+    CSS_PATH = "healer.tcss"
+    TITLE = "healer"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "quit"),
+        Binding("question_mark", "keys", "keys"),
+        Binding("slash", "filter", "filter"),
+        Binding("left", "cursor(-1)", "◀ ckpt", priority=True),
+        Binding("right", "cursor(1)", "ckpt ▶", priority=True),
+        Binding("1", "toggle('runs')", "runs", show=False),
+        Binding("2", "toggle('accuracy')", "accuracy", show=False),
+        Binding("3", "toggle('rotation')", "rotation", show=False),
+        Binding("4", "queue", "queue"),
+        Binding("escape", "back", "back", show=False),
+    ]
+
+    def __init__(self, db: Path, *, immutable: bool = False, clock: Callable[[], float] = time.time,
+                 interval: float = 1.0) -> None:  # fmt: skip
+        super().__init__()
+        self.db = db
+        self.clock = clock
+        self.interval = interval
+        self.poller = Poller(db, immutable=immutable, clock=clock)
+        self.snapshot: Snapshot | None = None
+        self.cursor: int | None = None
+        self.query_text = ""
+        self._stop = threading.Event()
+
+    # -- layout --------------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"healer · {self.db}", id="header")
+        with ContentSwitcher(initial="loading", id="views"):
+            yield Static("reading the store …", id="loading")
+            yield Static(EMPTY, id="empty")
+            with Vertical(id="dashboard"):
+                yield RunsPane(id="runs")
+                with Horizontal(id="panels"):
+                    yield AccuracyPanel(id="accuracy")
+                    yield RotationPanel(id="rotation")
+            yield QueuePane(id="queue")
+        yield Static("", id="readout")
+        yield Input(placeholder="filter runs by name, status, method or id (esc closes)", id="filter")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.poll()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+        self.poller.wake.set()
+
+    @work(thread=True, exclusive=True, group="poller")
+    def poll(self) -> None:
+        def send(item: Snapshot | str) -> None:
+            self.post_message(SnapshotReady(item) if isinstance(item, Snapshot) else Notice(item))
+
+        self.poller.run(send, self._stop, self.interval)
+
+    # -- snapshots -----------------------------------------------------------------------------------------
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        snapshot = message.snapshot
+        previous = self.snapshot
+        self.snapshot = snapshot
+        views = self.query_one("#views", ContentSwitcher)
+        if snapshot.empty:
+            views.current = "empty"
+        elif views.current in ("loading", "empty"):
+            views.current = "dashboard"
+            self.query_one(RunsPane).focus()
+        self._keep_cursor(previous, snapshot)
+        self.query_one(RunsPane).show(run_lines(snapshot, self.query_text), snapshot.selected)
+        self.query_one(QueuePane).show(snapshot.queue)
+        self._render_panels()
+        self._header(None)
+
+    def on_notice(self, message: Notice) -> None:
+        self._header(message.text)
+
+    def _header(self, notice: str | None) -> None:
+        snapshot = self.snapshot
+        parts = [f"healer · {self.db.name}"]
+        if snapshot is not None:
+            running = sum(1 for r in snapshot.rows.values() if r.status == "running")
+            parts.append(f"{len(snapshot.rows)} runs, {running} running")
+            if snapshot.paused:
+                parts.append("queue paused")
+        if notice:
+            parts.append(notice)
+        self.query_one("#header", Static).update(" · ".join(parts))
+
+    def _keep_cursor(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
+        """The cursor stays on its checkpoint across polls, or follows the newest one while it sits on the last (as
+        `tail -f` does); a new selection starts it at the last checkpoint."""
+        lineage = snapshot.lineage
+        if lineage is None or not lineage.points:
+            self.cursor = None
+            return
+        old = previous.lineage if previous else None
+        last = len(lineage.points) - 1
+        if old is None or old.run != lineage.run or self.cursor is None or self.cursor >= len(old.points) - 1:
+            self.cursor = last
+            return
+        key = (old.points[self.cursor].run, old.points[self.cursor].step)
+        keys = [(p.run, p.step) for p in lineage.points]
+        self.cursor = keys.index(key) if key in keys else last
+
+    def _render_panels(self) -> None:
+        snapshot = self.snapshot
+        lineage = snapshot.lineage if snapshot else None
+        self.query_one(AccuracyPanel).show(lineage, self.cursor)
+        point = lineage.points[self.cursor] if lineage and self.cursor is not None else None
+        rotation = self.query_one(RotationPanel)
+        if lineage is None or point is None:
+            rotation.show((), (), "")
+        else:
+            rotation.show(lineage.spectra_at(point), lineage.rotation.get(point.run, ()), f"{point.run}@{point.step}")
+        self.query_one("#readout", Static).update(readout(lineage, self.cursor))
+
+    # -- actions -------------------------------------------------------------------------------------------
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _selected(self, event: DataTable.RowHighlighted) -> None:
+        run = self.query_one(RunsPane).selected_run
+        if run is not None and run != self.poller.selected:
+            self.poller.selected = run
+            self.poller.wake.set()
+
+    def action_cursor(self, step: int) -> None:
+        lineage = self.snapshot.lineage if self.snapshot else None
+        if lineage is None or not lineage.points or self.cursor is None:
+            return
+        self.cursor = max(0, min(len(lineage.points) - 1, self.cursor + step))
+        self._render_panels()
+
+    def action_toggle(self, pane: str) -> None:
+        widget = self.query_one(f"#{pane}")
+        widget.display = not widget.display
+
+    def action_queue(self) -> None:
+        views = self.query_one("#views", ContentSwitcher)
+        if views.current == "queue":
+            views.current = "empty" if self.snapshot is None or self.snapshot.empty else "dashboard"
+        else:
+            views.current = "queue"
+            self.query_one(QueuePane).focus()
+
+    def action_keys(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.display = True
+        field.focus()
+
+    def action_back(self) -> None:
+        field = self.query_one("#filter", Input)
+        if field.display:
+            field.display = False
+            self.query_one(RunsPane).focus()
+        elif self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+
+    @on(Input.Changed, "#filter")
+    def _filter(self, event: Input.Changed) -> None:
+        self.query_text = event.value
+        if self.snapshot is not None:
+            self.query_one(RunsPane).show(run_lines(self.snapshot, self.query_text), self.poller.selected)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        self.query_one(RunsPane).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action == "cursor" and isinstance(self.focused, Input))  # the filter keeps its left and right
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Queue", "Show the queue (or back to the dashboard)", self.action_queue)
+        yield SystemCommand("Filter runs", "Filter the runs tree by name, status, method or id", self.action_filter)
+        for key, pane in PANES.items():
+            yield SystemCommand(f"Toggle {pane}", f"Show or hide the {pane} pane (key {key})",
+                                lambda pane=pane: self.action_toggle(pane))  # fmt: skip
+
+    # -- headless ------------------------------------------------------------------------------------------
+
+    def screen_text(self) -> str:
+        """The screen as plain text (what `--once` prints)."""
+        import io
+
+        from rich.console import Console
+
+        width, height = self.size
+        console = Console(width=width, height=height, file=io.StringIO(), force_terminal=False, color_system=None,
+                          record=True, legacy_windows=False, safe_box=False)  # fmt: skip
+        console.print(self.screen._compositor.render_update(full=True, screen_stack=self._background_screens))
+        return "\n".join(line.rstrip() for line in console.export_text().splitlines())
+
+
+async def _snapshot_taken(app: HealerApp, timeout: float = 30.0) -> None:
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while app.snapshot is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+def once(db: Path, width: int, height: int, immutable: bool = False) -> str:
+    """Start the app headless, wait for the first snapshot, return the first screen as text."""
+    import asyncio
+
+    app = HealerApp(db, immutable=immutable)
+    text: list[str] = []
+
+    async def pilot(p: object) -> None:
+        await _snapshot_taken(app)
+        await p.pause()  # type: ignore[attr-defined]
+        await p.pause()  # type: ignore[attr-defined]
+        text.append(app.screen_text())
+        app.exit()
+
+    asyncio.run(app.run_async(headless=True, size=(width, height), auto_pilot=pilot))  # type: ignore[arg-type]
+    return text[0] if text else ""

@@ -1,0 +1,186 @@
+"""The runs pane: training and edit runs as a tree by lineage, with status, progress, accuracy and the OOD peak."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from healer.store.views import QueueRow, RunRow, TreeNode
+from healer.tui.snapshot import Snapshot
+
+STATUS_GLYPHS = {  # glyph, style: the glyph alone reads under NO_COLOR
+    "queued": ("○", "grey58"),
+    "running": ("●", "green"),
+    "done": ("✓", "cyan"),
+    "failed": ("✗", "red"),
+    "cancelled": ("⊘", "yellow"),
+    "dead": ("✗", "bold red"),  # running, but its process is gone
+}
+BAR_WIDTH = 6
+COLUMNS = ("run", "", "method", "progress", "time", "ID %", "OOD %", "peak", "gpu")
+NARROW = ("run", "", "progress", "ID %", "OOD %", "peak")  # below WIDE columns: what a glance needs
+WIDE = 110
+
+
+def columns_for(width: int) -> tuple[str, ...]:
+    return COLUMNS if width >= WIDE else NARROW
+
+
+def label_width(width: int) -> int:
+    """Room for the tree labels: what the other columns leave (each column pads 2), at least 16."""
+    fixed = {"": 1, "method": 6, "progress": 14, "time": 11, "ID %": 5, "OOD %": 5, "peak": 10, "gpu": 3}
+    others = [c for c in columns_for(width) if c != "run"]
+    return max(16, width - sum(fixed[c] for c in others) - 2 * len(columns_for(width)) - 2)
+
+
+@dataclass(frozen=True)
+class RunLine:
+    """One row of the runs pane, as text cells (pure: built from a snapshot, tested without Textual)."""
+
+    run: int
+    label: str  # tree glyphs, the step it started from, id and name
+    status: str  # queued, running, done, failed, cancelled, dead
+    method: str
+    progress: str  # `120/300 ▰▰▰▱▱▱`
+    time: str  # elapsed, and the ETA while running
+    id_acc: str
+    ood_acc: str
+    peak: str  # `19.7 @120`
+    gpu: str
+    jobs: int  # checkpoint jobs (eval, spectra) pending on it
+
+
+def run_lines(snapshot: Snapshot, query: str = "", now: float | None = None) -> list[RunLine]:
+    """The tree, depth first, each child under its parent; `query` keeps runs whose name, status, method or id
+    contains it (with their ancestors, so the tree still reads)."""
+    now = snapshot.taken_at if now is None else now
+    queue = {r.id: r for r in snapshot.queue}
+    lines: list[RunLine] = []
+
+    def visit(node: TreeNode, lead: str, indent: str) -> bool:
+        start = f"@{node.parent_step} " if node.parent_step is not None and lead else ""
+        row = snapshot.rows.get(node.id)
+        line = _line(node, row, queue.get(node.id), f"{lead}{start}{node.id} {node.name}", snapshot, now)
+        at = len(lines)
+        lines.append(line)
+        kept = False
+        for i, child in enumerate(node.children):
+            end = i == len(node.children) - 1
+            kept |= visit(child, indent + ("└─" if end else "├─"), indent + ("  " if end else "│ "))
+        if query and not kept and not _matches(node, line, query):
+            del lines[at]
+            return False
+        return True
+
+    for root in snapshot.tree:
+        visit(root, "", "")
+    return lines
+
+
+def _matches(node: TreeNode, line: RunLine, query: str) -> bool:
+    query = query.lower()
+    return any(query in text.lower() for text in (node.name, line.status, node.method, str(node.id), node.kind))
+
+
+def _line(node: TreeNode, row: RunRow | None, queued: QueueRow | None, label: str, snapshot: Snapshot,
+          now: float) -> RunLine:  # fmt: skip
+    status = "dead" if row is not None and row.alive is False else node.status
+    last, peak = node.last_eval or {}, node.peak_ood
+    return RunLine(
+        run=node.id,
+        label=label,
+        status=status,
+        method=node.method,
+        progress=progress(node.step, node.total_steps),
+        time=_time(row, queued, now),
+        id_acc=_pct(last.get("id")),
+        ood_acc=_pct(last.get("ood")),
+        peak=f"{100 * peak['ood']:.1f} @{peak['step']}" if peak else "",
+        gpu=(queued.assigned_gpus or "") if queued is not None and node.status == "running" else "",
+        jobs=snapshot.pending_jobs.get(node.id, 0),
+    )
+
+
+def progress(step: int | None, total: int | None) -> str:
+    """`120/300 ▰▰▰▱▱▱`; the step alone without a budget; '' before the first step."""
+    if not total:
+        return "" if step is None else str(step)
+    done = max(0.0, min(1.0, (step or 0) / total))
+    filled = round(done * BAR_WIDTH)
+    return f"{step or 0}/{total} " + "▰" * filled + "▱" * (BAR_WIDTH - filled)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    minutes, s = divmod(int(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}h{m:02d}" if hours else f"{m}:{s:02d}"
+
+
+def _time(row: RunRow | None, queued: QueueRow | None, now: float) -> str:
+    if row is None or not row.started_at:
+        return ""
+    start = datetime.fromisoformat(row.started_at).timestamp()
+    end = datetime.fromisoformat(row.finished_at).timestamp() if row.finished_at else now
+    text = duration(max(0.0, end - start))
+    if queued is not None and queued.eta_s is not None and row.status == "running":
+        text += f" ~{duration(queued.eta_s)}"
+    return text
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+class RunsPane(DataTable[Text]):
+    """The runs tree as a table; `enter` asks the app for the run's detail, the cursor row is the selection."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
+        self.lines: list[RunLine] = []
+
+    def show(self, lines: list[RunLine], selected: int | None) -> None:
+        """Replace the rows (the columns that fit the pane's width), keeping the cursor on the selected run."""
+        self.lines = lines
+        width = self.size.width or 80
+        names = columns_for(width)
+        if tuple(str(c.label) for c in self.columns.values()) != names:
+            self.clear(columns=True)
+            for name in names:
+                self.add_column(name, key=name or "status")
+        else:
+            self.clear()
+        room = label_width(width)
+        for line in lines:
+            glyph, style = STATUS_GLYPHS.get(line.status, ("?", ""))
+            label = line.label + (f" +{line.jobs}" if line.jobs else "")
+            label = label if len(label) <= room else label[: room - 1] + "…"
+            cells = {
+                "run": Text(label, no_wrap=True),
+                "": Text(glyph, style=style),
+                "method": Text(line.method, style="dim"),
+                "progress": Text(line.progress),
+                "time": Text(line.time, style="dim"),
+                "ID %": Text(line.id_acc, justify="right"),
+                "OOD %": Text(line.ood_acc, justify="right", style="bold"),
+                "peak": Text(line.peak, style="magenta"),
+                "gpu": Text(line.gpu),
+            }
+            self.add_row(*(cells[name] for name in names), key=str(line.run))
+        ids = [line.run for line in lines]
+        if selected in ids:
+            self.move_cursor(row=ids.index(selected), animate=False)
+
+    def on_resize(self) -> None:
+        if self.lines:
+            self.show(self.lines, self.selected_run)
+
+    @property
+    def selected_run(self) -> int | None:
+        if not self.lines or self.cursor_row >= len(self.lines):
+            return None
+        return self.lines[self.cursor_row].run

@@ -1,0 +1,70 @@
+"""The TUI's one path for live data: poll the change feed, read a whole snapshot when something changed, hand it on.
+
+It runs in a thread of its own with its own read-only connection (a `Reader` never writes, migrates or creates a
+file); the app gets finished snapshots as messages and never touches the store. A locked or unreadable store keeps
+the last snapshot on screen and sends a one-line notice instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from healer.errors import HealerError
+from healer.store.views import Reader
+from healer.tui.snapshot import Snapshot, take
+
+POLL_S = 1.0
+
+
+class Poller:
+    """Reads snapshots of one store: `poll()` returns a new one when the feed moved or the selection changed."""
+
+    def __init__(self, path: Path, *, immutable: bool = False, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.immutable = immutable
+        self.clock = clock
+        self.selected: int | None = None
+        self._reader: Reader | None = None
+        self._seq = -1
+        self._shown: int | None = None
+        self.wake = threading.Event()  # set by the app when the selection changes, so the next poll is now
+
+    def poll(self) -> Snapshot | None:
+        """One poll: None when nothing changed since the last snapshot (one indexed query on the feed)."""
+        if self._reader is None:
+            self._reader = Reader(self.path, immutable=self.immutable)
+        reader = self._reader
+        selected = self.selected
+        if self._seq >= 0 and selected == self._shown and not reader.changes(self._seq):
+            return None
+        snapshot = take(reader, selected, now=self.clock())
+        self._seq, self._shown = snapshot.seq, snapshot.selected
+        if self.selected is None:
+            self.selected = snapshot.selected
+        return snapshot
+
+    def run(self, send: Callable[[Snapshot | str], None], stop: threading.Event, interval: float = POLL_S) -> None:
+        """Poll until `stop` is set: each new snapshot, or a one-line notice when a read fails, goes to `send`."""
+        while not stop.is_set():
+            try:
+                snapshot = self.poll()
+            except (sqlite3.Error, HealerError) as exc:
+                send(describe(exc))
+            else:
+                if snapshot is not None:
+                    send(snapshot)
+            self.wake.wait(interval)
+            self.wake.clear()
+        if self._reader is not None:
+            self._reader.close()
+
+
+def describe(exc: Exception) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return f"the store is busy ({text}); showing the last view"
+    return f"cannot read the store: {text}; showing the last view"

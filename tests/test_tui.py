@@ -1,0 +1,305 @@
+"""`healer tui`: the pure pieces (rows, readout), the live app driven by Pilot, snapshots of its screens, `--once`,
+and `--read-only` writing nothing. The store is a real SQLite file filled through the store's own writes, its times
+fixed so screens do not move with the clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from healer.stats import wilson
+from healer.store import Status, Store
+from healer.store.views import Reader
+from healer.tui.app import HealerApp, readout
+from healer.tui.panels.queue import queue_cells
+from healer.tui.panels.runs import progress, run_lines
+from healer.tui.snapshot import take
+from tests.conftest import REPO
+
+CLOCK = datetime(2026, 9, 21, 10, 1, 20, tzinfo=UTC).timestamp()  # the fixed "now" of every screen
+FIXED = "2026-09-21T09:50:00+00:00"
+MODULES = ("q", "k", "v", "o")
+
+
+def _eval(store: Store, run_id: int, step: int, split: str, correct: int, n: int = 100) -> None:
+    low, high = wilson(correct, n)
+    summary = {"run_id": run_id, "step": step, "checkpoint_path": None, "task": "general_points", "split": split,
+               "protocol": "single", "max_attempts": 1, "n": n, "correct": correct, "accuracy": correct / n,
+               "ci_low": low, "ci_high": high, "format_error_rate": 0.0, "mean_reward": None, "loss": 0.5,
+               "outcomes": "{}", "settings": "{}", "seconds": 1.0}  # fmt: skip
+    store.record_eval(summary, [])
+
+
+def _spectra(store: Store, run_id: int, step: int, forced_layer: int | None = None) -> None:
+    rows = []
+    for layer in range(4):
+        for module in MODULES:
+            for side in ("u", "v"):
+                forced = layer == forced_layer and module == "k"  # k >= n: every angle is 0 by dimension alone
+                angle = 0.0 if forced else step / 20 + layer + MODULES.index(module) / 2 + (side == "v")
+                rows.append({"param": f"model.layers.{layer}.{module}_proj.weight", "layer": layer, "module": module,
+                             "side": side, "k": 8, "n": 8 if forced else 64, "forced_zero": 8 if forced else 0,
+                             "mean_angle_deg": angle, "median_angle_deg": angle, "max_angle_deg": 2 * angle,
+                             "chordal": 0.1, "chordal_norm": 0.05, "sigma_rel_drift": 0.0002 * step,
+                             "energy_diag": None, "energy_rotation": None, "energy_outside": None, "gap_rel": None,
+                             "method": "exact", "error_deg": None, "seconds": 0.0, "angles_deg": [angle] * 8,
+                             "sigma_drift": [0.0] * 8})  # fmt: skip
+    store.record_spectra(run_id, step, "1@0", run_id, 0, {"k": 8}, rows)
+
+
+def seed(path: Path) -> dict[str, int]:
+    """An SFT run whose OOD peaks at step 20 then falls while its loss keeps falling, GRPO from its peak and from its
+    last checkpoint, a run training now, and a queued one waiting on it."""
+    with Store(path) as store:
+        sft = store.create_run(kind="sft", method="sft", name="gp-sft", spec={"train": {"max_steps": 60}},
+                               total_steps=60, queued=1)  # fmt: skip
+        for step in range(0, 61, 5):
+            store.log_metrics(sft.id, step, {"loss": 2.0 / (1 + step / 10)}, wall_time=CLOCK - 3600 + step)
+        for step, id_correct, ood_correct in ((0, 10, 12), (20, 40, 20), (40, 60, 14), (60, 70, 9)):
+            if step:
+                store.add_checkpoint(sft.id, step, str(path.parent / f"sft/checkpoint-{step}"))
+            _eval(store, sft.id, step, "id", id_correct)
+            _eval(store, sft.id, step, "ood", ood_correct)
+            _spectra(store, sft.id, step, forced_layer=3)
+        store.finish_run(sft.id, Status.DONE, exit_code=0)
+        runs = {"sft": sft.id}
+        for name, start, after in (("grpo-from-20", 20, (45, 19)), ("grpo-from-60", 60, (72, 8))):
+            rl = store.create_run(kind="rl", method="grpo", name=name, spec={}, parent_run=sft.id, parent_step=start,
+                                  total_steps=10, queued=1)  # fmt: skip
+            for step in range(0, 11, 2):
+                store.log_metrics(rl.id, step, {"loss": 0.1, "reward": step / 10}, wall_time=CLOCK - 600 + step)
+            _eval(store, rl.id, 0, "ood", 20 if start == 20 else 9)
+            _eval(store, rl.id, 10, "id", after[0])
+            _eval(store, rl.id, 10, "ood", after[1])
+            store.finish_run(rl.id, Status.DONE, exit_code=0)
+            runs[name] = rl.id
+        live = store.create_run(kind="sft", method="sft", name="gp-sft-long", spec={}, total_steps=400, queued=1)
+        store.claim(live.id, worker="box:1", host="elsewhere", assigned_gpus="0")
+        store.mark_running(live.id, pid=1, host="elsewhere")
+        for step in range(1, 121):
+            store.log_metrics(live.id, step, {"loss": 1.0 / step, "learning_rate": 1e-5}, wall_time=CLOCK - 120 + step)
+        waiting = store.create_run(kind="rl", method="grpo", name="grpo-later", spec={}, parent_run=live.id,
+                                   queued=1, start_ref=f"{live.id}@peak-ood")  # fmt: skip
+        runs.update(live=live.id, waiting=waiting.id)
+        # fixed times, so elapsed and ETA do not move with the clock (a test fixture may set what a run would)
+        store.conn.execute("UPDATE runs SET created_at = ?, started_at = CASE WHEN status = 'queued' THEN NULL "
+                           "ELSE ? END, finished_at = CASE WHEN status = 'done' THEN ? END, heartbeat = NULL",
+                           [FIXED, "2026-09-21T09:58:00+00:00", "2026-09-21T09:59:30+00:00"])  # fmt: skip
+        store.conn.commit()
+    return runs
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> tuple[Path, dict[str, int]]:
+    path = tmp_path / "healer.db"
+    return path, seed(path)
+
+
+# -- pure pieces -----------------------------------------------------------------------------------------------
+
+
+def test_rows_draw_the_lineage_tree_and_a_filter_keeps_ancestors(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    snapshot = take(Reader(path), None, now=CLOCK)
+    lines = run_lines(snapshot)
+    assert [line.label for line in lines] == [
+        f"{runs['sft']} gp-sft",
+        f"├─@20 {runs['grpo-from-20']} grpo-from-20",
+        f"└─@60 {runs['grpo-from-60']} grpo-from-60",
+        f"{runs['live']} gp-sft-long",
+        f"└─{runs['waiting']} grpo-later",
+    ]
+    sft = lines[0]
+    assert (sft.status, sft.ood_acc, sft.peak, sft.time) == ("done", "9.0", "20.0 @20", "1:30")
+    live = lines[3]
+    assert (live.status, live.progress, live.gpu) == ("running", "120/400 ▰▰▱▱▱▱", "0")
+    assert live.time == "3:20 ~4:40"  # elapsed at the fixed clock, then the ETA: 280 steps at 1 s a step
+    kept = [line.label for line in run_lines(snapshot, "from-60")]
+    assert kept == [f"{runs['sft']} gp-sft", f"└─@60 {runs['grpo-from-60']} grpo-from-60"]
+    assert [line.run for line in run_lines(snapshot, "queued")] == [runs["live"], runs["waiting"]]
+
+
+def test_progress_and_queue_cells() -> None:
+    assert progress(150, 300) == "150/300 ▰▰▰▱▱▱"
+    assert progress(None, 300) == "0/300 ▱▱▱▱▱▱"
+    assert progress(7, None) == "7" and progress(None, None) == ""
+
+
+def test_readout_names_the_checkpoint_under_the_cursor(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    lineage = take(Reader(path), runs["grpo-from-20"], now=CLOCK).lineage
+    assert lineage is not None
+    steps = [(p.run, p.step, p.lineage_step) for p in lineage.points]
+    assert steps == [(runs["sft"], 0, 0), (runs["sft"], 20, 20), (runs["grpo-from-20"], 10, 30)]
+    assert lineage.peak_ood == 20
+    at_peak = readout(lineage, 1)
+    assert at_peak.startswith(f"run {runs['sft']}@20 · axis 20 · ID 40.0 [") and "OOD 20.0 [" in at_peak
+    assert "angle 2.97° σ drift 0.40%" in at_peak and "peak-ood" in at_peak and "lineage OOD peak" in at_peak
+    assert readout(lineage, 2).startswith(f"run {runs['grpo-from-20']}@10 · axis 30 · ID 45.0")
+    assert readout(None, None) == "no evaluated checkpoints in this lineage yet"
+    queued = next(r for r in take(Reader(path), None, now=CLOCK).queue if r.id == runs["waiting"])
+    assert queue_cells(queued)[-1] == f"run {runs['live']} to finish (its peak-ood is picked then)"
+
+
+# -- the app ------------------------------------------------------------------------------------------------------
+
+
+async def _ready(app: HealerApp, pilot: Any, what: Any = None) -> None:
+    for _ in range(200):
+        if app.snapshot is not None and (what is None or what()):
+            await pilot.pause()
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the app never showed a snapshot")
+
+
+async def test_keys_move_the_cursor_filter_toggle_panes_and_show_the_queue(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot)
+        readout_text = lambda: str(app.query_one("#readout").render())  # noqa: E731
+        assert readout_text().startswith(f"run {runs['sft']}@60")  # the cursor starts at the last checkpoint
+        await pilot.press("left")
+        assert readout_text().startswith(f"run {runs['sft']}@40")
+        await pilot.press("left", "left", "left")  # stops at the first
+        assert readout_text().startswith(f"run {runs['sft']}@0")
+        await pilot.press("right")
+        assert readout_text().startswith(f"run {runs['sft']}@20")
+
+        await pilot.press("down")  # select the GRPO run from step 20: its lineage, cursor on its last checkpoint
+        await _ready(app, pilot, lambda: app.snapshot.selected == runs["grpo-from-20"])
+        assert readout_text().startswith(f"run {runs['grpo-from-20']}@10 · axis 30")
+
+        await pilot.press("slash", *"long")
+        table = app.query_one("#runs")
+        assert [line.run for line in table.lines] == [runs["live"]]
+        await pilot.press("escape")
+        assert not app.query_one("#filter").display
+
+        await pilot.press("2")
+        assert not app.query_one("#accuracy").display
+        await pilot.press("2", "4")
+        assert app.query_one("#views").current == "queue"
+        await pilot.press("4")
+        assert app.query_one("#views").current == "dashboard"
+
+
+async def test_a_poll_after_new_rows_changes_the_view(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app, pilot)
+        before = app.snapshot
+        assert before is not None and len(before.lineage.points) == 4
+        with Store(path) as writer:
+            writer.add_checkpoint(runs["sft"], 80, str(path.parent / "sft/checkpoint-80"))
+            _eval(writer, runs["sft"], 80, "id", 75)
+            _eval(writer, runs["sft"], 80, "ood", 7)
+        await _ready(app, pilot, lambda: app.snapshot is not before)
+        assert len(app.snapshot.lineage.points) == 5
+        assert str(app.query_one("#readout").render()).startswith(f"run {runs['sft']}@80")
+
+
+async def test_an_empty_store_says_how_to_start(tmp_path: Path) -> None:
+    Store(tmp_path / "healer.db").close()
+    app = HealerApp(tmp_path / "healer.db", clock=lambda: CLOCK)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot)
+        assert app.query_one("#views").current == "empty"
+        assert "healer demo" in app.screen_text()
+
+
+# -- snapshots of the screens ---------------------------------------------------------------------------------
+
+
+def _app(path: Path) -> HealerApp:
+    return HealerApp(path, clock=lambda: CLOCK, interval=0.1)
+
+
+async def _settled(pilot: Any) -> None:
+    await _ready(pilot.app, pilot)
+    await pilot.pause(0.3)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 36)])
+def test_snapshot_dashboard(snap_compare: Any, store: tuple[Path, dict[str, int]], size: tuple[int, int]) -> None:
+    assert snap_compare(_app(store[0]), terminal_size=size, run_before=_settled)
+
+
+def test_snapshot_rl_lineage_with_the_cursor_moved(snap_compare: Any, store: tuple[Path, dict[str, int]]) -> None:
+    async def select(pilot: Any) -> None:
+        await _settled(pilot)
+        await pilot.press("down")
+        await _ready(pilot.app, pilot, lambda: pilot.app.snapshot.selected == store[1]["grpo-from-20"])
+        await pilot.press("left")
+        await pilot.pause(0.3)
+
+    assert snap_compare(_app(store[0]), terminal_size=(80, 24), run_before=select)
+
+
+def test_snapshot_queue(snap_compare: Any, store: tuple[Path, dict[str, int]]) -> None:
+    async def queue(pilot: Any) -> None:
+        await _settled(pilot)
+        await pilot.press("4")
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(store[0]), terminal_size=(80, 24), run_before=queue)
+
+
+def test_snapshot_empty(snap_compare: Any, tmp_path: Path) -> None:
+    Store(tmp_path / "healer.db").close()
+    assert snap_compare(_app(tmp_path / "healer.db"), terminal_size=(80, 24), run_before=_settled)
+
+
+# -- the command --------------------------------------------------------------------------------------------------
+
+
+def _healer(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HEALER_DB", "COLUMNS")}
+    return subprocess.run([sys.executable, "-m", "healer", *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=120)  # fmt: skip
+
+
+def test_once_prints_the_first_screen_and_read_only_writes_nothing(tmp_path: Path, store: tuple[Path, Any]) -> None:
+    source, _ = store
+    copy = tmp_path / "copy" / "healer.db"
+    copy.parent.mkdir()
+    shutil.copy(source, copy)
+    before = {p.name: p.read_bytes() for p in copy.parent.iterdir()}
+    result = _healer("--db", str(copy), "tui", "--once", "--read-only", "--width", "100", "--height", "30")
+    assert result.returncode == 0, result.stderr
+    assert "gp-sft" in result.stdout and "grpo-from-20" in result.stdout and "torch" not in result.stderr
+    assert len(result.stdout.splitlines()) >= 25
+    assert {p.name: p.read_bytes() for p in copy.parent.iterdir()} == before
+
+
+def test_bad_databases_are_one_line_before_the_app_starts(tmp_path: Path) -> None:
+    missing = _healer("--db", str(tmp_path / "none.db"), "tui")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no database at" in missing.stderr
+    other = tmp_path / "other.db"
+    import sqlite3
+
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    wrong = _healer("--db", str(other), "tui", "--once")
+    assert wrong.returncode == 2 and "is not a healer database" in wrong.stderr and "Traceback" not in wrong.stderr
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("not sqlite at all " * 100)
+    bad = _healer("--db", str(garbage), "tui", "--once")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_tui_starts_without_torch() -> None:
+    probe = "import sys\nimport healer.tui.app\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", "import json\n" + probe], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert not {"torch", "transformers", "pandas", "pyarrow"} & set(json.loads(out))
