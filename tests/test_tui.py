@@ -128,6 +128,15 @@ def test_rows_draw_the_lineage_tree_and_a_filter_keeps_ancestors(store: tuple[Pa
     assert [line.run for line in run_lines(snapshot, "queued")] == [runs["live"], runs["waiting"]]
 
 
+def test_the_first_view_is_a_run_training_now_else_the_sweep(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    assert take(Reader(path), None, now=CLOCK).selected == runs["live"]
+    with Store(path) as writer:
+        writer.finish_run(runs["live"], Status.DONE, exit_code=0)
+    assert take(Reader(path), None, now=CLOCK).selected == runs["sft"]  # two GRPO runs started from it
+    assert take(Reader(path), runs["grpo-from-60"], now=CLOCK).selected == runs["grpo-from-60"]
+
+
 def test_progress_and_queue_cells() -> None:
     assert progress(150, 300) == "150/300 ▰▰▰▱▱▱"
     assert progress(None, 300) == "0/300 ▱▱▱▱▱▱"
@@ -164,7 +173,7 @@ async def _ready(app: HealerApp, pilot: Any, what: Any = None) -> None:
 
 async def test_keys_move_the_cursor_filter_toggle_panes_and_show_the_queue(store: tuple[Path, dict[str, int]]) -> None:
     path, runs = store
-    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1)
+    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=runs["sft"])
     async with app.run_test(size=(80, 24)) as pilot:
         await _ready(app, pilot)
         readout_text = lambda: str(app.query_one("#readout").render())  # noqa: E731
@@ -175,6 +184,11 @@ async def test_keys_move_the_cursor_filter_toggle_panes_and_show_the_queue(store
         assert readout_text().startswith(f"run {runs['sft']}@0")
         await pilot.press("right")
         assert readout_text().startswith(f"run {runs['sft']}@20")
+        rotation = app.query_one("#rotation")
+        await pilot.press("m", "v")  # the heatmap's keys work from the runs pane too
+        assert (rotation.module, rotation.side) == ("k", "v")
+        await pilot.press("u")
+        assert rotation.side == "u"
 
         await pilot.press("down")  # select the GRPO run from step 20: its lineage, cursor on its last checkpoint
         await _ready(app, pilot, lambda: app.snapshot.selected == runs["grpo-from-20"])
@@ -196,7 +210,7 @@ async def test_keys_move_the_cursor_filter_toggle_panes_and_show_the_queue(store
 
 async def test_a_poll_after_new_rows_changes_the_view(store: tuple[Path, dict[str, int]]) -> None:
     path, runs = store
-    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1)
+    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=runs["sft"])
     async with app.run_test(size=(100, 30)) as pilot:
         await _ready(app, pilot)
         before = app.snapshot
@@ -222,8 +236,8 @@ async def test_an_empty_store_says_how_to_start(tmp_path: Path) -> None:
 # -- snapshots of the screens ---------------------------------------------------------------------------------
 
 
-def _app(path: Path) -> HealerApp:
-    return HealerApp(path, clock=lambda: CLOCK, interval=0.1)
+def _app(path: Path, select: int | None = None) -> HealerApp:
+    return HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=select)
 
 
 async def _settled(pilot: Any) -> None:
@@ -233,7 +247,7 @@ async def _settled(pilot: Any) -> None:
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 36)])
 def test_snapshot_dashboard(snap_compare: Any, store: tuple[Path, dict[str, int]], size: tuple[int, int]) -> None:
-    assert snap_compare(_app(store[0]), terminal_size=size, run_before=_settled)
+    assert snap_compare(_app(store[0], store[1]["sft"]), terminal_size=size, run_before=_settled)
 
 
 def test_snapshot_rl_lineage_with_the_cursor_moved(snap_compare: Any, store: tuple[Path, dict[str, int]]) -> None:
@@ -244,7 +258,7 @@ def test_snapshot_rl_lineage_with_the_cursor_moved(snap_compare: Any, store: tup
         await pilot.press("left")
         await pilot.pause(0.3)
 
-    assert snap_compare(_app(store[0]), terminal_size=(80, 24), run_before=select)
+    assert snap_compare(_app(store[0], store[1]["sft"]), terminal_size=(80, 24), run_before=select)
 
 
 def test_snapshot_queue(snap_compare: Any, store: tuple[Path, dict[str, int]]) -> None:
@@ -303,3 +317,43 @@ def test_tui_starts_without_torch() -> None:
     out = subprocess.run([sys.executable, "-c", "import json\n" + probe], capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
     assert not {"torch", "transformers", "pandas", "pyarrow"} & set(json.loads(out))
+
+
+async def test_enter_opens_the_run_detail_and_escape_comes_back(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    log = path.parent / "sft.log"
+    log.write_text("".join(f"step {i}: loss {1 / (i + 1):.3f}\n" for i in range(300)))
+    with Store(path) as writer:
+        writer.set_location(runs["sft"], out_dir=str(path.parent), log_path=str(log))
+        samples = [{"idx": i, "prompt": "p", "completion": f"wrong answer {i}", "transcript": None,
+                    "outcome": "wrong_value", "reward": -1.0, "correct": False, "attempts": 1, "meta": "{}"}
+                   for i in range(3)]  # fmt: skip
+        low, high = wilson(9, 100)
+        writer.record_eval({"run_id": runs["sft"], "step": 60, "checkpoint_path": None, "task": "general_points",
+                            "split": "ood", "protocol": "single", "max_attempts": 1, "n": 100, "correct": 9,
+                            "accuracy": 0.09, "ci_low": low, "ci_high": high, "format_error_rate": 0.0,
+                            "mean_reward": None, "loss": 0.5, "outcomes": "{}", "settings": "{}", "seconds": 1.0},
+                           samples)  # fmt: skip
+    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=runs["sft"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("enter")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if app.screen.query("#checkpoint-table") and app.screen.query_one("#checkpoint-table").row_count:
+                break
+        screen = app.screen
+        table = screen.query_one("#checkpoint-table")
+        first = [str(c) for c in table.get_row_at(0)]
+        assert first[0] == "0" and first[2].startswith("12.0 [")
+        assert [str(c) for c in table.get_row_at(1)][4] == "peak-ood, loss-pick"  # every loss ties: the earliest
+        spec = screen.query_one("#spec-table")
+        assert [str(c) for c in spec.get_row_at(0)] == ["train.max_steps", "60"]
+        screen.query_one("TabbedContent").active = "log"  # a log renders once its tab has a size
+        await pilot.pause(0.2)
+        assert "step 299: loss 0.003" in "\n".join(line.text for line in screen.query_one("#log-view").lines)
+        wrong = screen.query_one("#wrong-table")
+        assert wrong.row_count == 3 and str(wrong.get_row_at(0)[3]) == "wrong answer 0"
+        await pilot.press("left")  # the dashboard's keys are off here
+        await pilot.press("escape")
+        assert not app.screen.query("#checkpoint-table") and app.query_one("#runs")

@@ -204,6 +204,17 @@ def test_a_reader_sees_writes_made_after_it_opened(tmp_path: Path) -> None:
             assert [r.name for r in reader.runs()] == ["late"]
 
 
+def test_a_reader_sees_a_writer_that_came_and_went(tmp_path: Path) -> None:
+    path = tmp_path / "healer.db"
+    Store(path).close()
+    with Reader(path) as reader:
+        assert reader.runs() == []  # opened immutable: no writer, no -wal
+        with Store(path) as store:  # a writer opens, writes and closes between two reads: the -wal comes and goes
+            store.create_run(kind="sft", method="sft", name="quick", spec={})
+        assert not Path(f"{path}-wal").exists()
+        assert [r.name for r in reader.runs()] == ["quick"]
+
+
 def test_changes_report_status_updates_evals_replaced_spectra_checkpoints_metrics_and_deletions(tmp_path: Path) -> None:
     path = tmp_path / "healer.db"
     with Store(path) as store, Reader(path) as reader:

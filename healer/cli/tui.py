@@ -1,15 +1,23 @@
 """`healer tui`: the live dashboard over SSH (Textual), or its first screen as text (--once)."""
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from healer import paths
-from healer.cli.common import App
+from healer.cli.common import App, err
 from healer.errors import HealerError
 
 
 def tui(
+    run: Annotated[
+        str | None,
+        typer.Argument(
+            help="the run to open on (default: one training now, else the SFT "
+            "run with the most RL runs started from it)"
+        ),
+    ] = None,
     read_only: Annotated[
         bool,
         typer.Option(
@@ -23,6 +31,7 @@ def tui(
     ] = False,
     width: Annotated[int, typer.Option(help="--once: the screen's width")] = 100,
     height: Annotated[int, typer.Option(help="--once: the screen's height")] = 30,
+    svg: Annotated[Path | None, typer.Option(help="--once: also save the screen as an SVG screenshot here")] = None,
 ) -> None:
     """Watch runs live: the lineage tree, ID/OOD accuracy across SFT and RL with intervals, rotation heatmaps and a
     checkpoint cursor. Keys: ←/→ checkpoint, / filter, 1-3 panes, 4 queue, enter detail, ? keys, q quit."""
@@ -33,14 +42,22 @@ def tui(
         raise HealerError(f"no database at {db}; run `healer demo` or `healer run PRESET` first, or pass --db")
     with Reader(db, immutable=read_only) as reader:
         reader.seq()  # not a healer database, or another schema: one line now, not a traceback in the app
+        select = reader.find_run(run).id if run is not None else None
+    wal = db.with_name(db.name + "-wal")
+    if read_only and wal.exists() and wal.stat().st_size > 0:
+        err.print(f"warning: --read-only reads {db.name} as it is on disk; the {wal.stat().st_size // 1024} KiB of "
+                  f"recent changes in {wal.name} are not shown (leave --read-only off: healer tui never writes)",
+                  markup=False)  # fmt: skip
     if width < 40 or height < 12:
         raise HealerError("--width must be at least 40 and --height at least 12")
     from healer.tui.app import HealerApp, once
 
     if first_screen:
-        typer.echo(once(db, width, height, immutable=read_only))
+        if svg is not None and not svg.expanduser().resolve().parent.is_dir():
+            raise HealerError(f"--svg {svg}: its folder does not exist")
+        typer.echo(once(db, width, height, immutable=read_only, svg=svg.expanduser() if svg else None, select=select))
         return
-    HealerApp(db, immutable=read_only).run()
+    HealerApp(db, immutable=read_only, select=select).run()
 
 
 def register(root: App) -> None:

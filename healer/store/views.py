@@ -687,8 +687,9 @@ class Reader:
 
     # -- the queue -----------------------------------------------------------------------------------------
 
-    def queue(self) -> list[QueueRow]:
-        """Every run that went through the queue (waiting, running or finished), oldest first."""
+    def queue(self, now: float | None = None) -> list[QueueRow]:
+        """Every run that went through the queue (waiting, running or finished), oldest first; elapsed times run to
+        `now` (default: the clock)."""
         lr = "FROM metrics WHERE run_id = r.id AND name = 'learning_rate' ORDER BY step"
         rows = self._all(
             "SELECT r.*, (SELECT MAX(step) FROM metrics WHERE run_id = r.id) AS last_step, "
@@ -700,7 +701,7 @@ class Reader:
         )
         runs = records(Run, rows)
         waits = self._waits([r for r in runs if r.status == Status.QUEUED])
-        now = time.time()
+        now = time.time() if now is None else now
         result = []
         for run, r in zip(runs, rows, strict=True):
             first = (r["s0"], r["t0"]) if r["s0"] is not None else None

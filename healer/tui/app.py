@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
 
 from healer.tui.panels.accuracy import AccuracyPanel
+from healer.tui.panels.detail import DetailScreen
 from healer.tui.panels.queue import QueuePane
 from healer.tui.panels.rotation import RotationPanel
 from healer.tui.panels.runs import RunsPane, run_lines
@@ -26,6 +27,7 @@ from healer.tui.snapshot import Lineage, Point, Snapshot
 
 EMPTY = "no runs yet: `healer demo` or `healer run PRESET`"
 PANES = {"1": "runs", "2": "accuracy", "3": "rotation"}
+DASHBOARD_ACTIONS = {"cursor", "toggle", "queue", "filter", "back", "rotation"}
 
 
 class SnapshotReady(Message):
@@ -83,16 +85,20 @@ class HealerApp(App[None]):
         Binding("2", "toggle('accuracy')", "accuracy", show=False),
         Binding("3", "toggle('rotation')", "rotation", show=False),
         Binding("4", "queue", "queue"),
+        Binding("m", "rotation('module')", "module", show=False),
+        Binding("u", "rotation('u')", "side u", show=False),
+        Binding("v", "rotation('v')", "side v", show=False),
         Binding("escape", "back", "back", show=False),
     ]
 
     def __init__(self, db: Path, *, immutable: bool = False, clock: Callable[[], float] = time.time,
-                 interval: float = 1.0) -> None:  # fmt: skip
+                 interval: float = 1.0, select: int | None = None) -> None:  # fmt: skip
         super().__init__()
         self.db = db
         self.clock = clock
         self.interval = interval
         self.poller = Poller(db, immutable=immutable, clock=clock)
+        self.poller.selected = select  # None: a run training now, else the SFT run with the most RL runs from it
         self.snapshot: Snapshot | None = None
         self.cursor: int | None = None
         self.query_text = ""
@@ -154,8 +160,11 @@ class HealerApp(App[None]):
         snapshot = self.snapshot
         parts = [f"healer · {self.db.name}"]
         if snapshot is not None:
-            running = sum(1 for r in snapshot.rows.values() if r.status == "running")
-            parts.append(f"{len(snapshot.rows)} runs, {running} running")
+            running = [r for r in snapshot.rows.values() if r.status == "running"]
+            dead = sum(1 for r in running if r.alive is False)
+            parts.append(
+                f"{len(snapshot.rows)} runs, {len(running) - dead} running" + (f", {dead} dead" if dead else "")
+            )
             if snapshot.paused:
                 parts.append("queue paused")
         if notice:
@@ -192,6 +201,16 @@ class HealerApp(App[None]):
 
     # -- actions -------------------------------------------------------------------------------------------
 
+    @on(DataTable.RowSelected, "#runs")
+    def _detail(self, event: DataTable.RowSelected) -> None:
+        run = self.query_one(RunsPane).selected_run
+        if run is None:
+            return
+        lineage = self.snapshot.lineage if self.snapshot else None
+        point = lineage.points[self.cursor] if lineage and self.cursor is not None else None
+        step = point.step if point is not None and point.run == run else None
+        self.push_screen(DetailScreen(self.db, run, step, immutable=self.poller.immutable))
+
     @on(DataTable.RowHighlighted, "#runs")
     def _selected(self, event: DataTable.RowHighlighted) -> None:
         run = self.query_one(RunsPane).selected_run
@@ -205,6 +224,14 @@ class HealerApp(App[None]):
             return
         self.cursor = max(0, min(len(lineage.points) - 1, self.cursor + step))
         self._render_panels()
+
+    def action_rotation(self, what: str) -> None:
+        """`m` cycles the heatmap's module, `u`/`v` pick its side, whichever pane has the focus."""
+        panel = self.query_one(RotationPanel)
+        if what == "module":
+            panel.action_next_module()
+        else:
+            panel.action_side(what)
 
     def action_toggle(self, pane: str) -> None:
         widget = self.query_one(f"#{pane}")
@@ -248,7 +275,9 @@ class HealerApp(App[None]):
         self.query_one(RunsPane).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action == "cursor" and isinstance(self.focused, Input))  # the filter keeps its left and right
+        if action in DASHBOARD_ACTIONS and isinstance(self.screen, DetailScreen):
+            return False  # the detail screen has keys of its own
+        return not (action in ("cursor", "rotation") and isinstance(self.focused, Input))  # the filter's own keys
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -281,11 +310,13 @@ async def _snapshot_taken(app: HealerApp, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
-def once(db: Path, width: int, height: int, immutable: bool = False) -> str:
-    """Start the app headless, wait for the first snapshot, return the first screen as text."""
+def once(db: Path, width: int, height: int, immutable: bool = False, svg: Path | None = None,
+         select: int | None = None) -> str:  # fmt: skip
+    """Start the app headless, wait for the first snapshot, return the first screen as text (and save it as an SVG
+    screenshot when `svg` names a file)."""
     import asyncio
 
-    app = HealerApp(db, immutable=immutable)
+    app = HealerApp(db, immutable=immutable, select=select)
     text: list[str] = []
 
     async def pilot(p: object) -> None:
@@ -293,6 +324,8 @@ def once(db: Path, width: int, height: int, immutable: bool = False) -> str:
         await p.pause()  # type: ignore[attr-defined]
         await p.pause()  # type: ignore[attr-defined]
         text.append(app.screen_text())
+        if svg is not None:
+            svg.write_text(app.export_screenshot(title="healer tui"))
         app.exit()
 
     asyncio.run(app.run_async(headless=True, size=(width, height), auto_pilot=pilot))  # type: ignore[arg-type]

@@ -86,19 +86,20 @@ class Snapshot:
 
 def take(reader: Reader, selected: int | None, now: float | None = None) -> Snapshot:
     """Read everything the screen shows, in one pass of the store's views."""
+    now = time.time() if now is None else now
     seq = reader.seq()
     tree = tuple(reader.tree())
     rows = {r.id: r for r in reader.runs(jobs=True)}
-    queue = tuple(reader.queue())
+    queue = tuple(reader.queue(now))
     pending: dict[int, int] = {}
     for r in queue:
         if r.kind in ("eval", "spectra") and r.parent_run is not None and r.status in ("queued", "running"):
             pending[r.parent_run] = pending.get(r.parent_run, 0) + 1
     if selected not in rows or rows[selected].kind in ("eval", "spectra"):
-        selected = tree[0].id if tree else None
+        selected = default_selection(tree, rows)
     return Snapshot(
         seq=seq,
-        taken_at=time.time() if now is None else now,
+        taken_at=now,
         tree=tree,
         rows=rows,
         pending_jobs=pending,
@@ -107,6 +108,24 @@ def take(reader: Reader, selected: int | None, now: float | None = None) -> Snap
         selected=selected,
         lineage=lineage(reader, selected, tree) if selected is not None else None,
     )
+
+
+def default_selection(tree: tuple[TreeNode, ...], rows: dict[int, RunRow]) -> int | None:
+    """What to show first: a run training now (a live dashboard shows what is happening), else the run with the most
+    RL runs started from it (the heal sweep the paper is about), else the newest root."""
+    nodes = [n for root in tree for n in _walk(root)]
+    running = [n.id for n in nodes if rows.get(n.id) and rows[n.id].status == "running" and rows[n.id].alive]
+    if running:
+        return running[-1]
+    healed = [(sum(c.kind == "rl" for c in n.children), n.id) for n in nodes]
+    best = max(healed, default=(0, None))
+    if best[0] > 0:
+        return best[1]
+    return tree[-1].id if tree else None
+
+
+def _walk(node: TreeNode) -> list[TreeNode]:
+    return [node, *(n for child in node.children for n in _walk(child))]
 
 
 def lineage(reader: Reader, run_id: int, tree: tuple[TreeNode, ...] | None = None) -> Lineage:
