@@ -477,7 +477,8 @@ def parts(reader: Reader, selected: int, repeat: int) -> list[Stat]:
 
 
 def profile_poll(poller: Poller, writer: Writer, top: int = 8) -> list[str]:
-    """cProfile of one incremental poll (after a step of metrics): the top functions by cumulative time."""
+    """cProfile of one incremental poll (after a step of metrics): the top functions by cumulative time, then by
+    their own time (what the cumulative list's callers spend it on)."""
     poller.poll()
     while writer.write() != "metrics":
         poller.poll()
@@ -485,15 +486,16 @@ def profile_poll(poller: Poller, writer: Writer, top: int = 8) -> list[str]:
     snapshot = profiler.runcall(poller.poll)
     if snapshot is None:
         return ["(the profiled poll returned no snapshot)"]
-    stats = pstats.Stats(profiler)
+    stats = pstats.Stats(profiler).stats  # {(file, line, name): (primitive calls, calls, own s, cumulative s, callers)}
     root = str(Path(__file__).resolve().parents[1]) + os.sep
-    entries = sorted(stats.stats.items(), key=lambda kv: kv[1][3], reverse=True)
-    total = max(v[3] for _, v in entries)
-    lines = [f"  {'cum ms':>8s} {'own ms':>8s} {'calls':>9s}  function"]
-    for (file, line, name), (_, calls, own, cum, _) in entries[:top]:
-        where = file.replace(root, "").replace(str(Path(os.__file__).parent) + os.sep, "")
-        place = f"{where}:{line}({name})" if line else name
-        lines.append(f"  {cum * 1000:8.1f} {own * 1000:8.1f} {calls:9,d}  {place}")
+    stdlib = str(Path(os.__file__).parent) + os.sep
+    total = max(v[3] for v in stats.values())
+    lines = []
+    for title, column in (("cumulative", 3), ("own", 2)):
+        lines.append(f"  {f'by {title} time':18s}{'cum ms':>8s} {'own ms':>8s} {'calls':>9s}  function")
+        for (file, line, name), (_, calls, own, cum, _) in sorted(stats.items(), key=lambda kv: -kv[1][column])[:top]:
+            place = f"{file.replace(root, '').replace(stdlib, '')}:{line}({name})" if line else name
+            lines.append(f"  {'':18s}{cum * 1000:8.1f} {own * 1000:8.1f} {calls:9,d}  {place}")
     lines.append(f"  (one poll under the profiler: {total * 1000:.0f} ms)")
     return lines
 
@@ -601,7 +603,7 @@ def main() -> None:
     print(f"\nwhere a snapshot's time goes: the parts of take(), median of {args.repeat} (the same reader)")
     for stat in part_stats:
         print(f"  {stat.label:42s} {stat.median_ms:9.2f} ms")
-    print("\ncProfile of one incremental poll (a step of metrics), top 8 by cumulative time:")
+    print("\ncProfile of one incremental poll (a step of metrics), top 8:")
     print("\n".join(profile))
     print(f"\ntotal time {time.perf_counter() - started:.1f} s")
 

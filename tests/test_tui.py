@@ -190,6 +190,13 @@ async def test_keys_move_the_cursor_filter_toggle_panes_and_show_the_queue(store
         await pilot.press("u")
         assert rotation.side == "u"
 
+        plot = app.query_one("#acc-plot")
+        left = plot.query_one("#plot").region  # the chart's drawing area: its left edge is step 0
+        await pilot.click("#acc-plot", offset=(left.x - plot.region.x + 1, left.y - plot.region.y + 1))
+        assert readout_text().startswith(f"run {runs['sft']}@0")  # a click picks the nearest checkpoint
+        await pilot.press("right")
+        app.query_one("#runs").focus()  # the click focused the chart
+
         await pilot.press("down")  # select the GRPO run from step 20: its lineage, cursor on its last checkpoint
         await _ready(app, pilot, lambda: app.snapshot.selected == runs["grpo-from-20"])
         assert readout_text().startswith(f"run {runs['grpo-from-20']}@10 · axis 30")
@@ -268,6 +275,20 @@ def test_snapshot_queue(snap_compare: Any, store: tuple[Path, dict[str, int]]) -
         await pilot.pause(0.2)
 
     assert snap_compare(_app(store[0]), terminal_size=(80, 24), run_before=queue)
+
+
+def test_snapshot_detail(snap_compare: Any, store: tuple[Path, dict[str, int]]) -> None:
+    async def detail(pilot: Any) -> None:
+        await _settled(pilot)
+        await pilot.press("enter")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            tables = pilot.app.screen.query("#checkpoint-table")
+            if tables and tables.first().row_count:
+                break
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(store[0], store[1]["sft"]), terminal_size=(80, 24), run_before=detail)
 
 
 def test_snapshot_empty(snap_compare: Any, tmp_path: Path) -> None:

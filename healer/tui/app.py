@@ -218,6 +218,11 @@ class HealerApp(App[None]):
             self.poller.selected = run
             self.poller.wake.set()
 
+    def on_accuracy_panel_point_clicked(self, message: AccuracyPanel.PointClicked) -> None:
+        if self.snapshot is not None and self.snapshot.lineage is not None:
+            self.cursor = message.index
+            self._render_panels()
+
     def action_cursor(self, step: int) -> None:
         lineage = self.snapshot.lineage if self.snapshot else None
         if lineage is None or not lineage.points or self.cursor is None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.events import Resize
+from textual.events import Click, Resize
+from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Static
 from textual_plot import HiResMode, LegendLocation, PlotWidget
@@ -178,6 +179,13 @@ class AccuracyPanel(Widget, can_focus=True):
     AccuracyPanel > #loss-plot { height: 5; }
     """
 
+    class PointClicked(Message):
+        """A click on a chart picked the checkpoint nearest to it on the step axis (an index into lineage.points)."""
+
+        def __init__(self, index: int) -> None:
+            super().__init__()
+            self.index = index
+
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self._lineage: Lineage | None = None
@@ -214,6 +222,19 @@ class AccuracyPanel(Widget, can_focus=True):
         self.loss_plot.set_ylabel("loss")
         self._layout()
         self._draw()
+
+    def on_click(self, event: Click) -> None:
+        """A click on either chart moves the cursor to the checkpoint nearest the clicked step."""
+        if self._data is None or not self._data.steps:
+            return
+        for plot in (self.accuracy_plot, self.loss_plot):
+            if plot.region.contains(event.screen_x, event.screen_y):
+                canvas = plot.query_one("#plot")
+                offset = event.screen_offset - self.screen.get_offset(canvas)
+                step, _ = plot.get_coordinate_from_pixel(offset.x, offset.y)
+                steps = self._data.steps
+                self.post_message(self.PointClicked(min(range(len(steps)), key=lambda i: abs(steps[i] - step))))
+                return
 
     def on_resize(self, event: Resize) -> None:
         self._layout()
