@@ -5,6 +5,7 @@ fixed so screens do not move with the clock."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from healer.store.views import Reader
 from healer.tui.app import HealerApp, readout
 from healer.tui.panels.queue import queue_cells
 from healer.tui.panels.runs import progress, run_lines
-from healer.tui.snapshot import take
+from healer.tui.snapshot import refresh, take
 from tests.conftest import REPO
 
 CLOCK = datetime(2026, 9, 21, 10, 1, 20, tzinfo=UTC).timestamp()  # the fixed "now" of every screen
@@ -126,6 +127,27 @@ def test_rows_draw_the_lineage_tree_and_a_filter_keeps_ancestors(store: tuple[Pa
     kept = [line.label for line in run_lines(snapshot, "from-60")]
     assert kept == [f"{runs['sft']} gp-sft", f"└─@60 {runs['grpo-from-60']} grpo-from-60"]
     assert [line.run for line in run_lines(snapshot, "queued")] == [runs["live"], runs["waiting"]]
+
+
+def test_an_incremental_refresh_reads_what_a_full_read_does(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    reader = Reader(path)
+    previous = take(reader, runs["live"], now=CLOCK)
+    with Store(path) as writer:  # the run trains on: new steps, a re-logged one, and a heartbeat
+        for step in (121, 122, 120):
+            writer.log_metrics(runs["live"], step, {"loss": 0.5 / step, "learning_rate": 1e-5})
+        writer.heartbeat(runs["live"])
+    changes = reader.changes(previous.seq)
+    assert changes.metrics == {runs["live"]: 122}
+    incremental = refresh(reader, previous, changes, runs["live"], now=CLOCK)
+    full = take(reader, runs["live"], now=CLOCK)
+    assert incremental.lineage is not previous.lineage and incremental.tree is not previous.tree
+    assert incremental == dataclasses.replace(full, rows=incremental.rows)  # rows: the heartbeat's time differs
+    assert dict(incremental.lineage.loss)[120] == 0.5 / 120
+    with Store(path) as writer:  # an evaluation lands: the tree's accuracies and the lineage are read again
+        _eval(writer, runs["live"], 120, "ood", 30)
+    again = refresh(reader, incremental, reader.changes(incremental.seq), runs["live"], now=CLOCK)
+    assert again.tree != incremental.tree and [p.step for p in again.lineage.points] == [120]
 
 
 def test_the_first_view_is_a_run_training_now_else_the_sweep(store: tuple[Path, dict[str, int]]) -> None:

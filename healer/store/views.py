@@ -754,9 +754,11 @@ class Reader:
             sql, params = sql + " AND name = ?", [*params, name]
         return [MetricRow(*r) for r in self._all(sql + " ORDER BY step, name", params)]
 
-    def lineage_metrics(self, run_id: int, name: str | None = None, evals: bool = True) -> list[LineageMetric]:
+    def lineage_metrics(self, run_id: int, name: str | None = None, evals: bool = True,
+                        metrics: bool = True) -> list[LineageMetric]:  # fmt: skip
         """Metrics (and evaluation accuracies, as `eval/SPLIT/accuracy`) of a run's lineage on one step axis,
-        `lineage_step`: the parent's steps up to the checkpoint the child started from, then the child's."""
+        `lineage_step`: the parent's steps up to the checkpoint the child started from, then the child's.
+        `metrics=False` leaves the trainer's metrics out (evaluations only), `evals=False` the evaluations."""
         from healer.evals import by_step, default_protocol
 
         segs = segments(self.chain(run_id))
@@ -770,7 +772,7 @@ class Reader:
             sql, params = sql + " WHERE m.name = ?", [*params, name]
         by_id = {s.run.id: s for s in segs}
         rows: list[LineageMetric] = []
-        for run, step, metric, value, wall_time in self._all(sql, params):
+        for run, step, metric, value, wall_time in self._all(sql, params) if metrics else ():
             seg = by_id[run]
             rows.append(LineageMetric(run, seg.run.name, seg.run.kind.value, step, seg.offset + step, metric, value,
                                       wall_time))  # fmt: skip
@@ -844,9 +846,12 @@ class Reader:
         sql = "SELECT * FROM eval_samples WHERE eval_id = ?" + (" AND correct = 0" if wrong_only else "")
         return records(EvalSample, self._all(sql + " ORDER BY idx", [eval_id]))
 
-    def spectra(self, run_id: int, ref: str | None = None) -> list[Spectrum]:
-        """A run's spectra rows by step, layer, module and side; optionally against one reference."""
-        sql, params = "SELECT * FROM spectra WHERE run_id = ?", [run_id]
+    def spectra(self, run_id: int, ref: str | None = None, angles: bool = True) -> list[Spectrum]:
+        """A run's spectra rows by step, layer, module and side; optionally against one reference. `angles=False`
+        leaves the per-angle and per-value arrays empty (a heatmap needs the summaries only, not the blobs)."""
+        columns = "*" if angles else ", ".join(f"x'' AS {f}" if f in ("angles", "sigma_drift") else f
+                                                for f in _names(Spectrum))  # fmt: skip
+        sql, params = f"SELECT {columns} FROM spectra WHERE run_id = ?", [run_id]
         if ref is not None:
             sql, params = sql + " AND ref = ?", [*params, ref]
         return records(Spectrum, self._all(sql + " ORDER BY step, layer, module, side", params))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from healer.errors import HealerError
 from healer.store.views import Reader
-from healer.tui.snapshot import Snapshot, take
+from healer.tui.snapshot import Snapshot, refresh
 
 POLL_S = 1.0
 
@@ -31,6 +31,7 @@ class Poller:
         self._reader: Reader | None = None
         self._seq = -1
         self._shown: int | None = None
+        self._last: Snapshot | None = None
         self.wake = threading.Event()  # set by the app when the selection changes, so the next poll is now
 
     def poll(self) -> Snapshot | None:
@@ -39,10 +40,11 @@ class Poller:
             self._reader = Reader(self.path, immutable=self.immutable)
         reader = self._reader
         selected = self.selected
-        if self._seq >= 0 and selected == self._shown and not reader.changes(self._seq):
+        changes = reader.changes(self._seq) if self._last is not None else None
+        if changes is not None and not changes and selected == self._shown:
             return None
-        snapshot = take(reader, selected, now=self.clock())
-        self._seq, self._shown = snapshot.seq, snapshot.selected
+        snapshot = refresh(reader, self._last, changes, selected, now=self.clock())
+        self._seq, self._shown, self._last = snapshot.seq, snapshot.selected, snapshot
         if self.selected is None:
             self.selected = snapshot.selected
         return snapshot

@@ -6,11 +6,12 @@ only render the snapshot's parts. Nothing here imports Textual, so all of it is 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 from healer.store import Spectrum
-from healer.store.views import QueueRow, Reader, RunRow, TreeNode, segments
+from healer.store.views import Changes, QueueRow, Reader, RunRow, TreeNode, segments
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,7 @@ def take(reader: Reader, selected: int | None, now: float | None = None) -> Snap
     tree = tuple(reader.tree())
     rows = {r.id: r for r in reader.runs(jobs=True)}
     queue = tuple(reader.queue(now))
-    pending: dict[int, int] = {}
-    for r in queue:
-        if r.kind in ("eval", "spectra") and r.parent_run is not None and r.status in ("queued", "running"):
-            pending[r.parent_run] = pending.get(r.parent_run, 0) + 1
+    pending = _pending(queue)
     if selected not in rows or rows[selected].kind in ("eval", "spectra"):
         selected = default_selection(tree, rows)
     return Snapshot(
@@ -108,6 +106,64 @@ def take(reader: Reader, selected: int | None, now: float | None = None) -> Snap
         selected=selected,
         lineage=lineage(reader, selected, tree) if selected is not None else None,
     )
+
+
+def refresh(reader: Reader, previous: Snapshot | None, changes: Changes | None, selected: int | None,
+            now: float | None = None) -> Snapshot:  # fmt: skip
+    """The next snapshot, reading only what `changes` (the feed since `previous`) says moved: the runs' rows and the
+    queue always (a few cheap queries), the tree only when a run came, went or changed its status or an evaluation
+    landed, the lineage only when its runs' checkpoints, evaluations or spectra changed; new loss values of the
+    selected run are appended. Anything else reads everything, as `take` does."""
+    if previous is None or changes is None or changes.deleted or selected != previous.selected:
+        return take(reader, selected, now)
+    now = time.time() if now is None else now
+    rows = {r.id: r for r in reader.runs(jobs=True)}
+    if _shape(rows) != _shape(previous.rows) or changes.evals:
+        return take(reader, selected, now)
+    queue = tuple(reader.queue(now))
+    tree = tuple(_restep(node, rows) for node in previous.tree)
+    view = previous.lineage
+    if view is not None:
+        chain = {run for run, _, _ in view.runs}
+        grown = set(changes.metrics) & chain
+        if {r for r, _ in (*changes.checkpoints, *changes.spectra)} & chain:
+            view = lineage(reader, view.run, tree)
+        elif grown:
+            view = _more_loss(reader, view, previous.seq) if grown == {view.run} else lineage(reader, view.run, tree)
+    return dataclasses.replace(previous, seq=changes.seq, taken_at=now, tree=tree, rows=rows, queue=queue,
+                               pending_jobs=_pending(queue), paused=reader.setting("queue.paused", "0") == "1",
+                               lineage=view)  # fmt: skip
+
+
+def _shape(rows: dict[int, RunRow]) -> dict[int, tuple[object, ...]]:
+    """What the tree is drawn from, besides steps: which runs there are, their status, parent, name and liveness."""
+    return {i: (r.status, r.alive, r.parent_run, r.parent_step, r.name, r.start_ref) for i, r in rows.items()}
+
+
+def _restep(node: TreeNode, rows: dict[int, RunRow]) -> TreeNode:
+    row = rows.get(node.id)
+    return dataclasses.replace(node, step=row.step if row else node.step,
+                               children=tuple(_restep(c, rows) for c in node.children))  # fmt: skip
+
+
+def _more_loss(reader: Reader, lineage: Lineage, since: int) -> Lineage:
+    """The selected run's new (or re-logged) loss values, appended to its curve on the lineage axis."""
+    run, _, offset = lineage.runs[-1]
+    first = 0 if len(lineage.runs) == 1 else 1
+    fresh = {offset + m.step: m.value for m in reader.metrics(run, "loss", after_seq=since)
+             if m.value is not None and m.step >= first}  # fmt: skip
+    if not fresh:
+        return lineage
+    loss = sorted({**dict(lineage.loss), **fresh}.items())
+    return dataclasses.replace(lineage, loss=tuple(loss))
+
+
+def _pending(queue: tuple[QueueRow, ...]) -> dict[int, int]:
+    pending: dict[int, int] = {}
+    for r in queue:
+        if r.kind in ("eval", "spectra") and r.parent_run is not None and r.status in ("queued", "running"):
+            pending[r.parent_run] = pending.get(r.parent_run, 0) + 1
+    return pending
 
 
 def default_selection(tree: tuple[TreeNode, ...], rows: dict[int, RunRow]) -> int | None:
@@ -132,7 +188,7 @@ def lineage(reader: Reader, run_id: int, tree: tuple[TreeNode, ...] | None = Non
     """The run's lineage on one axis: its checkpoints' accuracies, the loss, where runs start, the rotation."""
     chain = reader.chain(run_id)
     segs = segments(chain)
-    metrics = reader.lineage_metrics(run_id)
+    metrics = [*reader.lineage_metrics(run_id, "loss", evals=False), *reader.lineage_metrics(run_id, metrics=False)]
     by_step: dict[int, dict[str, Accuracy]] = {}
     where: dict[int, tuple[int, int]] = {}
     loss: list[tuple[int, float]] = []
@@ -166,7 +222,7 @@ def lineage(reader: Reader, run_id: int, tree: tuple[TreeNode, ...] | None = Non
     for child in _children(tuple(reader.tree(run_id)) if tree is None else tree, run_id):
         if child.parent_step is not None:
             starts.append(Start(last.offset + child.parent_step, child.id, child.name, child.method))
-    rotation = {seg.run.id: tuple(reader.spectra(seg.run.id)) for seg in segs}
+    rotation = {seg.run.id: tuple(reader.spectra(seg.run.id, angles=False)) for seg in segs}
     return Lineage(run=run_id, runs=tuple((s.run.id, s.run.name, s.offset) for s in segs), points=points,
                    loss=tuple(loss), starts=tuple(sorted(starts, key=lambda s: (s.lineage_step, s.run))),
                    peak_ood=peak, rotation=rotation)  # fmt: skip
