@@ -476,11 +476,12 @@ def parts(reader: Reader, selected: int, repeat: int) -> list[Stat]:
     return result
 
 
-def profile_poll(poller: Poller, writer: Writer, top: int = 8) -> list[str]:
-    """cProfile of one incremental poll (after a step of metrics): the top functions by cumulative time, then by
-    their own time (what the cumulative list's callers spend it on)."""
+def profile_poll(poller: Poller, writer: Writer, want: str, top: int = 8) -> list[str]:
+    """cProfile of one incremental poll after a write of kind `want` ("metrics": a step; "checkpoint": a step, a
+    checkpoint and 2 evaluations): the top functions by cumulative time, then by their own time (what the cumulative
+    list's callers spend it on)."""
     poller.poll()
-    while writer.write() != "metrics":
+    while writer.write() != want:
         poller.poll()
     profiler = cProfile.Profile()
     snapshot = profiler.runcall(poller.poll)
@@ -564,7 +565,7 @@ def main() -> None:
                 writer.step, writer.wall = step, wall  # this writer goes on after the thread's steps
             print("timing the parts of take() and profiling one incremental poll ...", flush=True)
             part_stats = parts(full, selected, args.repeat)
-            profile = profile_poll(poller, writer)
+            profiles = {want: profile_poll(poller, writer, want) for want in ("metrics", "checkpoint")}
         finally:
             close_poller(poller)
             full.close()
@@ -603,8 +604,9 @@ def main() -> None:
     print(f"\nwhere a snapshot's time goes: the parts of take(), median of {args.repeat} (the same reader)")
     for stat in part_stats:
         print(f"  {stat.label:42s} {stat.median_ms:9.2f} ms")
-    print("\ncProfile of one incremental poll (a step of metrics), top 8:")
-    print("\n".join(profile))
+    for want, what in (("metrics", "a step of 4 metrics"), ("checkpoint", "a step, a checkpoint and 2 evaluations")):
+        print(f"\ncProfile of one incremental poll after {what}, top 8:")
+        print("\n".join(profiles[want]))
     print(f"\ntotal time {time.perf_counter() - started:.1f} s")
 
 

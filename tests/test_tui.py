@@ -20,9 +20,10 @@ import pytest
 from healer.stats import wilson
 from healer.store import Status, Store
 from healer.store.views import Reader
+from healer.text import duration, progress
 from healer.tui.app import HealerApp, readout
 from healer.tui.panels.queue import queue_cells
-from healer.tui.panels.runs import progress, run_lines
+from healer.tui.panels.runs import run_lines
 from healer.tui.snapshot import refresh, take
 from tests.conftest import REPO
 
@@ -144,10 +145,18 @@ def test_an_incremental_refresh_reads_what_a_full_read_does(store: tuple[Path, d
     assert incremental.lineage is not previous.lineage and incremental.tree is not previous.tree
     assert incremental == dataclasses.replace(full, rows=incremental.rows)  # rows: the heartbeat's time differs
     assert dict(incremental.lineage.loss)[120] == 0.5 / 120
-    with Store(path) as writer:  # an evaluation lands: the tree's accuracies and the lineage are read again
+    with Store(path) as writer:  # a checkpoint with its evaluations and spectra: read again, and only that
+        writer.add_checkpoint(runs["live"], 120, str(path.parent / "live/checkpoint-120"))
+        _eval(writer, runs["live"], 120, "id", 50)
         _eval(writer, runs["live"], 120, "ood", 30)
+        _spectra(writer, runs["live"], 120)
     again = refresh(reader, incremental, reader.changes(incremental.seq), runs["live"], now=CLOCK)
     assert again.tree != incremental.tree and [p.step for p in again.lineage.points] == [120]
+    assert again == take(reader, runs["live"], now=CLOCK)
+    with Store(path) as writer:  # an evaluation of another run: its row in the tree changes, the lineage does not
+        _eval(writer, runs["grpo-from-60"], 10, "ood", 11)
+    third = refresh(reader, again, reader.changes(again.seq), runs["live"], now=CLOCK)
+    assert third == take(reader, runs["live"], now=CLOCK) and third.lineage is again.lineage
 
 
 def test_the_first_view_is_a_run_training_now_else_the_sweep(store: tuple[Path, dict[str, int]]) -> None:
@@ -160,9 +169,10 @@ def test_the_first_view_is_a_run_training_now_else_the_sweep(store: tuple[Path, 
 
 
 def test_progress_and_queue_cells() -> None:
-    assert progress(150, 300) == "150/300 ▰▰▰▱▱▱"
-    assert progress(None, 300) == "0/300 ▱▱▱▱▱▱"
-    assert progress(7, None) == "7" and progress(None, None) == ""
+    assert progress(150, 300, bar=True) == "150/300 ▰▰▰▱▱▱" and progress(150, 300) == "150/300"
+    assert progress(None, 300, bar=True) == "0/300 ▱▱▱▱▱▱"
+    assert progress(7, None, bar=True) == "7" and progress(None, None) == ""
+    assert duration(3725) == "1:02:05" and duration(65) == "1:05" and duration(None) == ""
 
 
 def test_readout_names_the_checkpoint_under_the_cursor(store: tuple[Path, dict[str, int]]) -> None:

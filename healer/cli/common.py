@@ -117,23 +117,5 @@ def print_table(columns: Sequence[str | Column], rows: Sequence[Sequence[Any]], 
         err.print(f"hidden at {limit} columns: {', '.join(hidden)} (--wide shows them)", markup=False, style="dim")
 
 
-def progress(step: int | None, total: int | None) -> str:
-    """`120/300` for a run with a step budget, the step alone without one (an edit, an evaluation holder)."""
-    if total:
-        return f"{step or 0}/{total}"
-    return "" if step is None else str(step)
-
-
 def fmt(value: float | None, digits: int = 4) -> str:
     return "" if value is None else f"{value:.{digits}g}"
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """A nested spec as (dotted key, value) pairs, in order."""
-    items: list[tuple[str, Any]] = []
-    for key, value in data.items():
-        if isinstance(value, dict):
-            items.extend(flatten(value, f"{prefix}{key}."))
-        else:
-            items.append((f"{prefix}{key}", value))
-    return items

@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from healer.cli.common import App, Column, WideOption, flatten, out, print_json, print_table, show_wide
+from healer.cli.common import App, Column, WideOption, out, print_json, print_table, show_wide
 from healer.presets import find_preset, load_preset, preset_dirs, spec_help
+from healer.text import flatten
 
 app = App(help="Presets: TOML files of overrides that resolve to a RunSpec.")
 

@@ -19,7 +19,6 @@ from healer.cli.common import (
     out,
     print_json,
     print_table,
-    progress,
     show_wide,
 )
 from healer.errors import HealerError
@@ -27,7 +26,8 @@ from healer.presets import load_preset, renamed
 from healer.retention import resume_point
 from healer.runner import CANCEL_GRACE_S, reap_dead, stop_process_group
 from healer.store import FINISHED, JOB_KINDS, Status, Store, pid_alive, process_gone
-from healer.store.views import QueueRow, start_label
+from healer.store.views import QueueRow
+from healer.text import duration, progress, starts_from
 
 app = App(help="Queue runs for a worker: add, ls, cancel, retry, logs, pause, resume, rm.")
 RunArgument = Annotated[str, typer.Argument(help="run id or name")]
@@ -96,7 +96,7 @@ def ls(
     print_table(
         columns,
         [[r.id, r.name, r.status + (" (dead)" if r.alive is False else ""), r.priority,
-          r.assigned_gpus or _gpus(r.gpus), _step(r), _duration(r.elapsed_s), _duration(r.eta_s), _from(r),
+          r.assigned_gpus or _gpus(r.gpus), _step(r), duration(r.elapsed_s), duration(r.eta_s), starts_from(r),
           r.waiting_for or r.reason or ("its process is gone" if r.alive is False else "")] for r in shown],
     )  # fmt: skip
     if len(shown) < len(rows):
@@ -109,19 +109,6 @@ def _step(row: QueueRow) -> str:
 
 def _gpus(wanted: int | None) -> str:
     return "auto" if wanted is None else str(wanted)
-
-
-def _from(row: QueueRow) -> str:
-    start = start_label(row.parent_run, row.parent_step, row.start_ref)
-    return " ".join(p for p in (start, f"after {row.after_run}" if row.after_run else "") if p)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    minutes, s = divmod(int(seconds), 60)
-    hours, m = divmod(minutes, 60)
-    return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
 
 
 @app.command("cancel")

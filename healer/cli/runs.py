@@ -12,14 +12,12 @@ from healer.cli.common import (
     Column,
     WideOption,
     err,
-    flatten,
     fmt,
     open_reader,
     open_store,
     out,
     print_json,
     print_table,
-    progress,
     show_wide,
 )
 from healer.cli.evaluate import print_accuracy
@@ -29,6 +27,7 @@ from healer.refs import check_startable, resolve_checkpoint
 from healer.runner import create_run, launch, run_foreground
 from healer.store import Run, Status, Store
 from healer.store.views import RunDetail, TreeNode, curve, start_label, to_plain
+from healer.text import flatten, progress
 
 app = App(help="Runs and their lineage.")
 

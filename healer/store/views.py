@@ -425,6 +425,22 @@ def eval_row(e: Eval) -> EvalRow:
                    checkpoint_path=e.checkpoint_path)  # fmt: skip
 
 
+def eval_summary(evals: list[Eval]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """A run's accuracy at its last evaluated step ({step, id, ood}) and its OOD peak ({step, ood}), for the tree."""
+    from healer.evals import by_step, default_protocol, find_peaks
+
+    protocol = default_protocol(evals)
+    table = by_step(evals, protocol)
+    last_eval = peak_ood = None
+    if table:
+        at = max(table)
+        last_eval = {"step": at, **{s: e.accuracy for s, e in table[at].items()}}
+    peak = find_peaks(evals, protocol).get("peak-ood")
+    if peak is not None:
+        peak_ood = {"step": peak.step, "ood": table[peak.step]["ood"].accuracy}
+    return last_eval, peak_ood
+
+
 def elapsed_seconds(run: Run, now: float | None = None) -> float | None:
     if not run.started_at:
         return None
@@ -644,8 +660,6 @@ class Reader:
 
     def tree(self, ref: str | int | None = None) -> list[TreeNode]:
         """Runs as trees (each with the runs started from its checkpoints); `ref`: only the tree it belongs to."""
-        from healer.evals import by_step, default_protocol, find_peaks
-
         rows = self._all(RUN_ROW_SQL + " WHERE NOT (r.kind IN ('eval', 'spectra')) ORDER BY r.id")
         runs = {r["id"]: (record(Run, r), r["last_step"]) for r in rows}
         evals = self._evals(None)
@@ -655,16 +669,7 @@ class Reader:
 
         def node(run_id: int, depth: int) -> TreeNode:
             run, step = runs[run_id]
-            run_evals = evals.get(run_id, [])
-            protocol = default_protocol(run_evals)
-            table = by_step(run_evals, protocol)
-            last_eval = peak_ood = None
-            if table:
-                at = max(table)
-                last_eval = {"step": at, **{s: e.accuracy for s, e in table[at].items()}}
-            peak = find_peaks(run_evals, protocol).get("peak-ood")
-            if peak is not None:
-                peak_ood = {"step": peak.step, "ood": table[peak.step]["ood"].accuracy}
+            last_eval, peak_ood = eval_summary(evals.get(run_id, []))
             kids = children.get(run_id, []) if depth < MAX_DEPTH else []
             return TreeNode(id=run.id, name=run.name, kind=run.kind.value, method=run.method,
                             status=run.status.value, parent_run=run.parent_run, parent_step=run.parent_step,
@@ -838,6 +843,23 @@ class Reader:
                 found[c.run_id].append(CheckpointRow(c.step, c.path, c.protected, c.created_at, c.pruned_at))
         return found
 
+    def evals_of(self, run_ids: Sequence[int]) -> dict[int, list[Eval]]:
+        """The evaluation records of some runs, by run (every asked run present), in one query."""
+        found = self._evals(run_ids) if run_ids else {}
+        return {run: found.get(run, []) for run in run_ids}
+
+    def evals_at(self, checkpoints: Sequence[tuple[int, int]]) -> dict[tuple[int, int], list[Eval]]:
+        """The evaluation records of some (run, step) checkpoints, in one query (what a poll re-reads)."""
+        found: dict[tuple[int, int], list[Eval]] = {c: [] for c in checkpoints}
+        if checkpoints:
+            values = ", ".join("(?, ?)" for _ in checkpoints)
+            rows = self._all(f"SELECT e.* FROM (VALUES {values}) AS v JOIN evals e ON e.run_id = v.column1 "
+                             "AND e.step = v.column2 ORDER BY e.run_id, e.step, e.split, e.protocol, e.id",
+                             [x for c in checkpoints for x in c])  # fmt: skip
+            for e in records(Eval, rows):
+                found[(e.run_id, e.step)].append(e)
+        return found
+
     def evals(self, run_id: int) -> list[Eval]:
         """A run's evaluation records (the rows), in (step, split, protocol, id) order."""
         return self._evals([run_id]).get(run_id, [])
@@ -846,7 +868,8 @@ class Reader:
         sql = "SELECT * FROM eval_samples WHERE eval_id = ?" + (" AND correct = 0" if wrong_only else "")
         return records(EvalSample, self._all(sql + " ORDER BY idx", [eval_id]))
 
-    def spectra(self, run_id: int, ref: str | None = None, angles: bool = True) -> list[Spectrum]:
+    def spectra(self, run_id: int, ref: str | None = None, angles: bool = True,
+                step: int | None = None) -> list[Spectrum]:  # fmt: skip
         """A run's spectra rows by step, layer, module and side; optionally against one reference. `angles=False`
         leaves the per-angle and per-value arrays empty (a heatmap needs the summaries only, not the blobs)."""
         columns = "*" if angles else ", ".join(f"x'' AS {f}" if f in ("angles", "sigma_drift") else f
@@ -854,6 +877,8 @@ class Reader:
         sql, params = f"SELECT {columns} FROM spectra WHERE run_id = ?", [run_id]
         if ref is not None:
             sql, params = sql + " AND ref = ?", [*params, ref]
+        if step is not None:
+            sql, params = sql + " AND step = ?", [*params, step]
         return records(Spectrum, self._all(sql + " ORDER BY step, layer, module, side", params))
 
     def resolve_checkpoint(self, text: str) -> CheckpointRef:

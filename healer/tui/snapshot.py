@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from healer.store import Spectrum
-from healer.store.views import Changes, QueueRow, Reader, RunRow, TreeNode, segments
+from healer.store import Eval, Spectrum
+from healer.store.views import Changes, QueueRow, Reader, RunRow, TreeNode, eval_summary, segments
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Lineage:
     starts: tuple[Start, ...]  # runs started inside this lineage (the chain's own, and the selected run's children)
     peak_ood: int | None  # the lineage step of the highest OOD accuracy among the points (earliest on ties)
     rotation: dict[int, tuple[Spectrum, ...]] = field(default_factory=dict)  # run id -> its spectra rows
+    evals: dict[int, tuple[Eval, ...]] = field(default_factory=dict)  # run id -> its evaluations (a refresh reuses)
 
     def spectra_at(self, point: Point) -> tuple[Spectrum, ...]:
         """The spectra rows of the checkpoint at `point` (one reference: the run's first)."""
@@ -118,21 +121,43 @@ def refresh(reader: Reader, previous: Snapshot | None, changes: Changes | None, 
         return take(reader, selected, now)
     now = time.time() if now is None else now
     rows = {r.id: r for r in reader.runs(jobs=True)}
-    if _shape(rows) != _shape(previous.rows) or changes.evals:
+    if _shape(rows) != _shape(previous.rows):
         return take(reader, selected, now)
     queue = tuple(reader.queue(now))
-    tree = tuple(_restep(node, rows) for node in previous.tree)
+    evaluated = _evaluated(reader, previous.lineage, changes)
+    summaries = {run: eval_summary(run_evals) for run, run_evals in evaluated.items()}
+    tree = tuple(_restep(node, rows, summaries) for node in previous.tree)
     view = previous.lineage
     if view is not None:
         chain = {run for run, _, _ in view.runs}
+        spectra = [(r, s) for r, s in changes.spectra if r in chain]
         grown = set(changes.metrics) & chain
-        if {r for r, _ in (*changes.checkpoints, *changes.spectra)} & chain:
-            view = lineage(reader, view.run, tree)
-        elif grown:
-            view = _more_loss(reader, view, previous.seq) if grown == {view.run} else lineage(reader, view.run, tree)
+        if grown and grown != {view.run}:
+            view = lineage(reader, view.run, tree)  # an ancestor logged: rare, read it all
+        else:
+            if grown:
+                view = _more_loss(reader, view, previous.seq)
+            if set(evaluated) & chain or spectra or {r for r, _ in changes.checkpoints} & chain:
+                view = lineage(reader, view.run, tree, reuse=view, spectra=spectra, evals=evaluated)
     return dataclasses.replace(previous, seq=changes.seq, taken_at=now, tree=tree, rows=rows, queue=queue,
                                pending_jobs=_pending(queue), paused=reader.setting("queue.paused", "0") == "1",
                                lineage=view)  # fmt: skip
+
+
+def _evaluated(reader: Reader, view: Lineage | None, changes: Changes) -> dict[int, list[Eval]]:
+    """The evaluations of every run with new ones: for the lineage's runs, the kept ones with the changed checkpoints'
+    read again (an evaluation rerun replaces its row); for the others, all of theirs."""
+    runs = sorted({run for run, _ in changes.evals})
+    kept = view.evals if view is not None else {}
+    fresh = reader.evals_at([c for c in changes.evals if c[0] in kept])
+    found = reader.evals_of([run for run in runs if run not in kept])
+    for run in runs:
+        if run in kept:
+            steps = {step for r, step in changes.evals if r == run}
+            merged = [e for e in kept[run] if e.step not in steps]
+            merged += [e for step in steps for e in fresh[(run, step)]]
+            found[run] = sorted(merged, key=lambda e: (e.step, e.split, e.protocol, e.id))
+    return found
 
 
 def _shape(rows: dict[int, RunRow]) -> dict[int, tuple[object, ...]]:
@@ -140,10 +165,12 @@ def _shape(rows: dict[int, RunRow]) -> dict[int, tuple[object, ...]]:
     return {i: (r.status, r.alive, r.parent_run, r.parent_step, r.name, r.start_ref) for i, r in rows.items()}
 
 
-def _restep(node: TreeNode, rows: dict[int, RunRow]) -> TreeNode:
+def _restep(node: TreeNode, rows: dict[int, RunRow], summaries: dict[int, tuple[Any, Any]]) -> TreeNode:
+    """The node with its run's last step, and its accuracies where new evaluations came (a summary per run)."""
     row = rows.get(node.id)
-    return dataclasses.replace(node, step=row.step if row else node.step,
-                               children=tuple(_restep(c, rows) for c in node.children))  # fmt: skip
+    last_eval, peak_ood = summaries.get(node.id, (node.last_eval, node.peak_ood))
+    return dataclasses.replace(node, step=row.step if row else node.step, last_eval=last_eval, peak_ood=peak_ood,
+                               children=tuple(_restep(c, rows, summaries) for c in node.children))  # fmt: skip
 
 
 def _more_loss(reader: Reader, lineage: Lineage, since: int) -> Lineage:
@@ -184,48 +211,70 @@ def _walk(node: TreeNode) -> list[TreeNode]:
     return [node, *(n for child in node.children for n in _walk(child))]
 
 
-def lineage(reader: Reader, run_id: int, tree: tuple[TreeNode, ...] | None = None) -> Lineage:
-    """The run's lineage on one axis: its checkpoints' accuracies, the loss, where runs start, the rotation."""
-    chain = reader.chain(run_id)
-    segs = segments(chain)
-    metrics = [*reader.lineage_metrics(run_id, "loss", evals=False), *reader.lineage_metrics(run_id, metrics=False)]
-    by_step: dict[int, dict[str, Accuracy]] = {}
+def lineage(reader: Reader, run_id: int, tree: tuple[TreeNode, ...] | None = None, reuse: Lineage | None = None,
+            spectra: Iterable[tuple[int, int]] = (),
+            evals: dict[int, list[Eval]] | None = None) -> Lineage:  # fmt: skip
+    """The run's lineage on one axis: its checkpoints' accuracies, the loss, where runs start, the rotation.
+
+    `reuse`: the same lineage read before; its loss curve is kept (new values come by `_more_loss`) and of its
+    spectra only the (run, step) pairs in `spectra` are read again, so a new checkpoint costs its own rows only.
+    `evals`: evaluations already read, by run (the others are read here, in one query)."""
+    from healer.evals import by_step, default_protocol, find_peaks
+
+    segs = segments(reader.chain(run_id))
+    shape = tuple((s.run.id, s.run.name, s.offset) for s in segs)
+    if reuse is not None and reuse.runs != shape:
+        reuse = None  # the chain itself changed
+    if reuse is None:
+        loss = [(m.lineage_step, m.value) for m in reader.lineage_metrics(run_id, "loss", evals=False)
+                if m.value is not None]  # fmt: skip
+    else:
+        loss = list(reuse.loss)
+    known = evals or {}
+    chain_evals = {**reader.evals_of([s.run.id for s in segs if s.run.id not in known]), **known}
+    accuracies: dict[int, dict[str, Accuracy]] = {}
     where: dict[int, tuple[int, int]] = {}
-    loss: list[tuple[int, float]] = []
-    for m in metrics:
-        if m.name == "loss" and m.value is not None:
-            loss.append((m.lineage_step, m.value))
-        elif m.name.startswith("eval/") and m.n is not None:
-            split = m.name.split("/")[1]
-            assert m.correct is not None and m.ci_low is not None and m.ci_high is not None and m.value is not None
-            by_step.setdefault(m.lineage_step, {})[split] = Accuracy(m.value, m.ci_low, m.ci_high, m.correct, m.n)
-            where[m.lineage_step] = (m.run, m.step)
-    loss_at = dict(loss)
     picks: dict[tuple[int, int], list[str]] = {}
     for seg in segs:
-        table = reader.eval_table(seg.run.id)
-        for name, entry in table.peaks.items():
-            if isinstance(entry, dict) and name not in ("start", "last"):
-                picks.setdefault((seg.run.id, entry["step"]), []).append(name)
+        run_evals = chain_evals.get(seg.run.id, [])
+        protocol = default_protocol(run_evals)
+        for step, splits in by_step(run_evals, protocol).items():
+            if seg.holds(step):
+                at = seg.offset + step
+                where[at] = (seg.run.id, step)
+                for split, e in splits.items():
+                    accuracies.setdefault(at, {})[split] = Accuracy(e.accuracy, e.ci_low, e.ci_high, e.correct, e.n)
+        for name, peak in find_peaks(run_evals, protocol).items():
+            if name != "last":
+                picks.setdefault((seg.run.id, peak.step), []).append(name)
     for run, checkpoints in reader.checkpoints([s.run.id for s in segs]).items():
         for c in checkpoints:
             if c.pruned_at:
                 picks.setdefault((run, c.step), []).append("pruned")
+    loss_at = dict(loss)
     points = tuple(
         Point(s, *where[s], splits.get("id"), splits.get("ood"), loss_at.get(s), tuple(picks.get(where[s], ())))
-        for s, splits in sorted(by_step.items())
+        for s, splits in sorted(accuracies.items())
     )
     ood = [(p.ood.correct / p.ood.n, -p.lineage_step) for p in points if p.ood is not None and p.ood.n]
-    peak = -max(ood)[1] if ood else None
+    peak_ood = -max(ood)[1] if ood else None
     starts = [Start(seg.offset, seg.run.id, seg.run.name, seg.run.method) for seg in segs[1:]]
     last = segs[-1]
     for child in _children(tuple(reader.tree(run_id)) if tree is None else tree, run_id):
         if child.parent_step is not None:
             starts.append(Start(last.offset + child.parent_step, child.id, child.name, child.method))
-    rotation = {seg.run.id: tuple(reader.spectra(seg.run.id, angles=False)) for seg in segs}
-    return Lineage(run=run_id, runs=tuple((s.run.id, s.run.name, s.offset) for s in segs), points=points,
-                   loss=tuple(loss), starts=tuple(sorted(starts, key=lambda s: (s.lineage_step, s.run))),
-                   peak_ood=peak, rotation=rotation)  # fmt: skip
+    if reuse is None:
+        rotation = {seg.run.id: tuple(reader.spectra(seg.run.id, angles=False)) for seg in segs}
+    else:
+        rotation = dict(reuse.rotation)
+        for run, step in dict.fromkeys(spectra):
+            if run in rotation:
+                kept = tuple(r for r in rotation[run] if r.step != step)
+                fresh = tuple(reader.spectra(run, angles=False, step=step))
+                rotation[run] = tuple(sorted((*kept, *fresh), key=lambda r: (r.step, r.layer, r.module, r.side)))
+    return Lineage(run=run_id, runs=shape, points=points, loss=tuple(loss),
+                   starts=tuple(sorted(starts, key=lambda s: (s.lineage_step, s.run))), peak_ood=peak_ood,
+                   rotation=rotation, evals={run: tuple(chain_evals[run]) for run, _, _ in shape})  # fmt: skip
 
 
 def _children(tree: tuple[TreeNode, ...], run_id: int) -> list[TreeNode]:

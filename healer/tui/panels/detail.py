@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Footer, RichLog, Static, TabbedContent, T
 
 from healer.store import EvalSample
 from healer.store.views import Reader, RunDetail
+from healer.text import flatten
 
 LOG_LINES = 200
 SAMPLES = 50
@@ -30,17 +31,6 @@ class Detail:
     run: RunDetail
     wrong: tuple[EvalSample, ...]  # the wrong answers of the evaluation named by `wrong_of`
     wrong_of: str  # e.g. "ood at step 120 (single)"
-
-
-def spec_lines(spec: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
-    """A nested spec as (dotted key, value) pairs, in order (pure)."""
-    items: list[tuple[str, str]] = []
-    for key, value in spec.items():
-        if isinstance(value, dict):
-            items.extend(spec_lines(value, f"{prefix}{key}."))
-        else:
-            items.append((f"{prefix}{key}", repr(value)))
-    return items
 
 
 def checkpoint_rows(detail: RunDetail) -> list[list[str]]:
@@ -163,8 +153,8 @@ class DetailScreen(Screen[None]):
         spec = self.query_one("#spec-table", DataTable)
         spec.clear(columns=True)
         spec.add_columns("key", "value")
-        for key, value in spec_lines(run.spec):
-            spec.add_row(key, value)
+        for key, value in flatten(run.spec):
+            spec.add_row(key, repr(value))
         self.query_one("#wrong-title", Static).update(f"wrong answers of the evaluation: {detail.wrong_of}")
         wrong = self.query_one("#wrong-table", DataTable)
         wrong.clear(columns=True)

@@ -6,18 +6,18 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
-from healer.store.views import QueueRow, start_label
-from healer.tui.panels.runs import STATUS_GLYPHS, duration, progress
+from healer.store.views import QueueRow
+from healer.text import duration, progress, starts_from
+from healer.tui.panels.runs import STATUS_GLYPHS
 
 COLUMNS = ("id", "", "name", "prio", "gpus", "step", "elapsed", "eta", "from", "note")
 
 
 def queue_cells(row: QueueRow) -> list[str]:
     """One queue row as text cells (pure)."""
-    start = start_label(row.parent_run, row.parent_step, row.start_ref)
-    source = " ".join(p for p in (start, f"after {row.after_run}" if row.after_run else "") if p)
+    source = starts_from(row)
     note = row.waiting_for or row.reason or ("its process is gone" if row.alive is False else row.worker or "")
-    step = "" if row.kind in ("eval", "spectra") else progress(row.step, row.total_steps)
+    step = "" if row.kind in ("eval", "spectra") else progress(row.step, row.total_steps, bar=True)
     gpus = row.assigned_gpus or ("auto" if row.gpus is None else str(row.gpus))
     return [str(row.id), row.name, str(row.priority), gpus, step, duration(row.elapsed_s), duration(row.eta_s), source,
             note]  # fmt: skip

@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 from healer.store.views import QueueRow, RunRow, TreeNode
+from healer.text import duration, progress
 from healer.tui.snapshot import Snapshot
 
 STATUS_GLYPHS = {  # glyph, style: the glyph alone reads under NO_COLOR
@@ -19,7 +20,6 @@ STATUS_GLYPHS = {  # glyph, style: the glyph alone reads under NO_COLOR
     "cancelled": ("⊘", "yellow"),
     "dead": ("✗", "bold red"),  # running, but its process is gone
 }
-BAR_WIDTH = 6
 COLUMNS = ("run", "", "method", "progress", "time", "ID %", "OOD %", "peak", "gpu")
 NARROW = ("run", "", "progress", "ID %", "OOD %", "peak")  # below WIDE columns: what a glance needs
 WIDE = 110
@@ -94,7 +94,7 @@ def _line(node: TreeNode, row: RunRow | None, queued: QueueRow | None, label: st
         label=label,
         status=status,
         method=node.method,
-        progress=progress(node.step, node.total_steps),
+        progress=progress(node.step, node.total_steps, bar=True),
         time=_time(row, queued, now),
         id_acc=_pct(last.get("id")),
         ood_acc=_pct(last.get("ood")),
@@ -102,23 +102,6 @@ def _line(node: TreeNode, row: RunRow | None, queued: QueueRow | None, label: st
         gpu=(queued.assigned_gpus or "") if queued is not None and node.status == "running" else "",
         jobs=snapshot.pending_jobs.get(node.id, 0),
     )
-
-
-def progress(step: int | None, total: int | None) -> str:
-    """`120/300 ▰▰▰▱▱▱`; the step alone without a budget; '' before the first step."""
-    if not total:
-        return "" if step is None else str(step)
-    done = max(0.0, min(1.0, (step or 0) / total))
-    filled = round(done * BAR_WIDTH)
-    return f"{step or 0}/{total} " + "▰" * filled + "▱" * (BAR_WIDTH - filled)
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    minutes, s = divmod(int(seconds), 60)
-    hours, m = divmod(minutes, 60)
-    return f"{hours}h{m:02d}" if hours else f"{m}:{s:02d}"
 
 
 def _time(row: RunRow | None, queued: QueueRow | None, now: float) -> str:
