@@ -128,6 +128,11 @@ def test_rows_draw_the_lineage_tree_and_a_filter_keeps_ancestors(store: tuple[Pa
     kept = [line.label for line in run_lines(snapshot, "from-60")]
     assert kept == [f"{runs['sft']} gp-sft", f"└─@60 {runs['grpo-from-60']} grpo-from-60"]
     assert [line.run for line in run_lines(snapshot, "queued")] == [runs["live"], runs["waiting"]]
+    with Store(path) as writer:  # by preset too
+        writer.conn.execute("UPDATE runs SET preset_path = 'presets/gp-grpo-qwen.toml' WHERE id = ?", [runs["waiting"]])
+        writer.conn.commit()
+    by_preset = run_lines(take(Reader(path), None, now=CLOCK), "gp-grpo-qwen")
+    assert [line.run for line in by_preset] == [runs["live"], runs["waiting"]]
 
 
 def test_an_incremental_refresh_reads_what_a_full_read_does(store: tuple[Path, dict[str, int]]) -> None:

@@ -64,6 +64,7 @@ class RunRow:
     alive: bool | None  # running runs: whether its process lives (a dead one is failed by the next write)
     loss: float | None  # the last logged value of these metrics
     reward: float | None
+    preset: str | None  # the preset file's name without .toml (tiny-sft), None for a run made without one
 
     @property
     def start(self) -> str:
@@ -581,7 +582,8 @@ class Reader:
                       parent_run=run.parent_run, parent_step=run.parent_step, start_ref=run.start_ref,
                       created_at=run.created_at, started_at=run.started_at, finished_at=run.finished_at,
                       exit_code=run.exit_code, step=row["last_step"], total_steps=run.total_steps,
-                      alive=self._alive(run), loss=row["last_loss"], reward=row["last_reward"])  # fmt: skip
+                      alive=self._alive(run), loss=row["last_loss"], reward=row["last_reward"],
+                      preset=Path(run.preset_path).stem if run.preset_path else None)  # fmt: skip
 
     def _alive(self, run: Run) -> bool | None:
         return None if run.status != Status.RUNNING else process_gone(run, self.host) is None

@@ -70,7 +70,7 @@ def run_lines(snapshot: Snapshot, query: str = "", now: float | None = None) -> 
         for i, child in enumerate(node.children):
             end = i == len(node.children) - 1
             kept |= visit(child, indent + ("└─" if end else "├─"), indent + ("  " if end else "│ "))
-        if query and not kept and not _matches(node, line, query):
+        if query and not kept and not _matches(node, line, query, row.preset if row else None):
             del lines[at]
             return False
         return True
@@ -80,9 +80,10 @@ def run_lines(snapshot: Snapshot, query: str = "", now: float | None = None) -> 
     return lines
 
 
-def _matches(node: TreeNode, line: RunLine, query: str) -> bool:
+def _matches(node: TreeNode, line: RunLine, query: str, preset: str | None) -> bool:
     query = query.lower()
-    return any(query in text.lower() for text in (node.name, line.status, node.method, str(node.id), node.kind))
+    texts = (node.name, line.status, node.method, str(node.id), node.kind, preset or "")
+    return any(query in text.lower() for text in texts)
 
 
 def _line(node: TreeNode, row: RunRow | None, queued: QueueRow | None, label: str, snapshot: Snapshot,
