@@ -415,3 +415,47 @@ async def test_enter_opens_the_run_detail_and_escape_comes_back(store: tuple[Pat
         await pilot.press("left")  # the dashboard's keys are off here
         await pilot.press("escape")
         assert not app.screen.query("#checkpoint-table") and app.query_one("#runs")
+
+
+async def test_question_mark_shows_the_keys_and_escape_hides_them(store: tuple[Path, dict[str, int]]) -> None:
+    app = HealerApp(store[0], clock=lambda: CLOCK, interval=0.1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("question_mark")
+        assert app.screen.query("HelpPanel")
+        await pilot.press("escape")
+        assert not app.screen.query("HelpPanel")
+
+
+def test_an_unreadable_store_keeps_the_last_view_with_a_notice(store: tuple[Path, dict[str, int]]) -> None:
+    import threading
+
+    from healer.tui.poller import Poller
+
+    path, _ = store
+    poller = Poller(path, clock=lambda: CLOCK)
+    first = poller.poll()
+    assert first is not None and first.rows
+    sent: list[object] = []
+    stop = threading.Event()
+    poller._reader.close()  # type: ignore[union-attr]
+    path.write_bytes(b"this is no longer a database" * 100)  # what a user would see if the file were overwritten
+
+    def send(item: object) -> None:
+        sent.append(item)
+        stop.set()
+
+    poller.run(send, stop, interval=0.01)
+    (notice,) = sent
+    assert isinstance(notice, str) and notice.startswith("cannot read the store") and "last view" in notice
+
+
+def test_once_under_no_color(store: tuple[Path, dict[str, int]]) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("HEALER_DB", "COLUMNS")}
+    result = subprocess.run([sys.executable, "-m", "healer", "--db", str(store[0]), "tui", "--once", "--width", "80",
+                             "--height", "24"], capture_output=True, text=True, cwd=REPO, env={**env, "NO_COLOR": "1"},
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 24 and "\x1b[" not in result.stdout
+    assert "✓" in result.stdout and "●" in result.stdout  # status reads by glyph, not by colour
