@@ -193,6 +193,15 @@ def preset_dirs() -> list[Path]:
     return seen
 
 
+def available_presets() -> list[Path]:
+    """Every preset healer can find by name, in preset_dirs order; an earlier directory shadows a later one."""
+    found: dict[str, Path] = {}
+    for directory in preset_dirs():
+        for path in sorted(directory.glob("*.toml")):
+            found.setdefault(path.stem, path)
+    return list(found.values())
+
+
 def find_preset(ref: str) -> Path:
     """A preset by path (`presets/tiny-sft.toml`) or by name (`tiny-sft`)."""
     direct = Path(ref).expanduser()

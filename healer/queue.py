@@ -9,6 +9,7 @@ dependency failed or was cancelled fails too, with the reason named, as pueue do
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,8 @@ from typing import Any
 from healer.errors import HealerError
 from healer.presets import Preset, spec_dict_starting_from
 from healer.refs import NAMED, CheckpointRef, check_startable, resolve_checkpoint
-from healer.runner import create_run
-from healer.store import FINISHED, Run, Status, Store
+from healer.runner import CANCEL_GRACE_S, create_run, reap_dead, stop_process_group
+from healer.store import FINISHED, Run, Status, Store, pid_alive
 
 PAUSED = "queue.paused"
 
@@ -147,3 +148,42 @@ def enqueue_job(store: Store, run: Run, step: int, path: str, kind: str = "eval"
 
 def paused(store: Store) -> bool:
     return store.setting(PAUSED, "0") == "1"
+
+
+def cancel_run(store: Store, run: Run, grace: float = CANCEL_GRACE_S,
+               on_kill: Callable[[], None] | None = None) -> str:  # fmt: skip
+    """Cancel a waiting run, or stop a running one (SIGTERM to its process group, SIGKILL after `grace`); returns
+    what happened, in one line. The CLI's `queue cancel` and the TUI's `c` both come here."""
+    if run.status in FINISHED:
+        raise HealerError(f"run {run.id} already {run.status}; nothing to cancel")
+    if run.status == Status.QUEUED or (run.is_checkpoint_job and run.started_at is None):
+        # a checkpoint job claimed into a batch but not begun: its process skips it
+        store.cancel(run.id, "cancelled before it started")
+        return f"run {run.id} cancelled before it started"
+    if run.host and run.host != socket.gethostname():
+        raise HealerError(f"run {run.id} runs on {run.host}; cancel it there (signals do not cross machines)")
+    if run.pid is None or not pid_alive(run.pid):
+        reap_dead(store)
+        run = store.run(run.id)
+        if run.status in FINISHED:
+            return f"run {run.id} had already ended: {run.status}"
+        raise HealerError(f"run {run.id} is starting; try again in a moment")
+    stop_process_group(run.pid, grace, on_kill=on_kill)
+    store.cancel(run.id, "cancelled (healer queue cancel)")
+    return f"run {run.id} {store.run(run.id).status}"
+
+
+def retry_run(store: Store, run: Run) -> str:
+    """Queue a failed or cancelled run again under the same id; it resumes from its newest checkpoint that holds the
+    trainer's state. Returns what will happen, in one line."""
+    from healer.retention import resume_point
+
+    reap_dead(store)
+    run = store.run(run.id)
+    if run.status not in (Status.FAILED, Status.CANCELLED):
+        raise HealerError(f"run {run.id} is {run.status}; only failed or cancelled runs can be retried")
+    store.requeue(run.id)
+    point = resume_point(store, run.id)
+    resume = (f"; it resumes from step {point.step} ({Path(point.path).name})" if point
+              else "; it has no checkpoint to resume from, so it starts over")  # fmt: skip
+    return f"run {run.id} queued again{resume}"

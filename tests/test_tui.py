@@ -67,8 +67,12 @@ def seed(path: Path) -> dict[str, int]:
         for step in range(0, 61, 5):
             store.log_metrics(sft.id, step, {"loss": 2.0 / (1 + step / 10)}, wall_time=CLOCK - 3600 + step)
         for step, id_correct, ood_correct in ((0, 10, 12), (20, 40, 20), (40, 60, 14), (60, 70, 9)):
-            if step:
-                store.add_checkpoint(sft.id, step, str(path.parent / f"sft/checkpoint-{step}"))
+            if step:  # a checkpoint an RL run can start from (config and tokenizer; no weights are read)
+                folder = path.parent / f"sft/checkpoint-{step}"
+                folder.mkdir(parents=True)
+                (folder / "config.json").write_text("{}")
+                (folder / "tokenizer_config.json").write_text("{}")
+                store.add_checkpoint(sft.id, step, str(folder))
             _eval(store, sft.id, step, "id", id_correct)
             _eval(store, sft.id, step, "ood", ood_correct)
             _spectra(store, sft.id, step, forced_layer=3)
@@ -459,3 +463,107 @@ def test_once_under_no_color(store: tuple[Path, dict[str, int]]) -> None:
     lines = result.stdout.splitlines()
     assert len(lines) == 24 and "\x1b[" not in result.stdout
     assert "✓" in result.stdout and "●" in result.stdout  # status reads by glyph, not by colour
+
+
+# -- actions (part 2: steer) ----------------------------------------------------------------------------------
+
+
+async def _at_peak(app: HealerApp, pilot: Any) -> None:
+    await _ready(app, pilot)
+    await pilot.press("left", "left")  # the SFT run's checkpoint at step 20, its OOD peak
+    assert str(app.query_one("#readout").render()).startswith("run 1@20")
+
+
+async def test_r_queues_rl_from_the_checkpoint_under_the_cursor(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=runs["sft"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _at_peak(app, pilot)
+        await pilot.press("r")
+        dialog = app.screen
+        assert "tiny-grpo" in dialog.presets
+        dialog.query_one("#preset").value = "tiny-grpo"
+        await pilot.pause()
+        dialog.query_one("#overrides").value = "train.nonsense=1"
+        await pilot.press("enter")
+        assert "nonsense" in str(dialog.query_one("#dialog-error").render())  # the CLI's error, nothing written
+        with Store(path) as check:
+            assert [r.id for r in check.runs()] == list(range(1, 6))
+        dialog.query_one("#overrides").value = "train.max_steps=7"
+        dialog.query_one("#priority").value = "3"
+        await pilot.pause()
+        command = str(dialog.query_one("#dialog-command").render())
+        assert command == "$ healer queue add tiny-grpo --from 1@20 --set train.max_steps=7 --priority 3"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert not app.screen.query("#dialog"), str(app.screen.query_one("#dialog-error").render())
+    with Store(path) as check:
+        added = check.runs()[-1]
+    assert (added.kind, added.status, added.queued, added.start_ref, added.parent_run, added.priority) == (
+        "rl", "queued", 1, f"{runs['sft']}@20", runs["sft"], 3)  # fmt: skip
+    assert added.spec_dict["train"]["max_steps"] == 7 and added.name.endswith("-from-1@20")
+
+
+async def test_k_p_r_c_write_what_the_cli_would(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    with Store(path) as writer:
+        writer.finish_run(runs["live"], Status.FAILED, exit_code=1, reason="boom")
+    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=runs["sft"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _at_peak(app, pilot)
+        await pilot.press("k", "enter")
+        await pilot.pause(0.3)
+        with Store(path) as check:
+            assert check.checkpoints(runs["sft"])[0].protected  # step 20
+        await _ready(app, pilot, lambda: "kept" in app.snapshot.lineage.points[1].picks)
+        await pilot.press("k")
+        assert str(app.screen.query_one("#dialog-command").render()) == "$ healer runs keep 1@20 --release"
+        await pilot.press("escape")  # cancelled: nothing written
+        with Store(path) as check:
+            assert check.checkpoints(runs["sft"])[0].protected
+
+        await pilot.press("P", "enter")
+        await pilot.pause(0.2)
+        with Store(path) as check:
+            assert check.setting("queue.paused") == "1"
+        await _ready(app, pilot, lambda: app.snapshot.paused)
+        assert "queue paused" in str(app.query_one("#header").render())
+
+        await pilot.press("down", "down", "down")  # the failed run
+        await _ready(app, pilot, lambda: app.snapshot.selected == runs["live"])
+        await pilot.press("R", "enter")
+        await pilot.pause(0.2)
+        await pilot.press("down")  # the queued run waiting on it
+        await _ready(app, pilot, lambda: app.snapshot.selected == runs["waiting"])
+        await pilot.press("c", "enter")
+        for _ in range(50):
+            await pilot.pause(0.05)
+            if not app.screen.query("#dialog"):
+                break
+    with Store(path) as check:
+        retried, cancelled = check.run(runs["live"]), check.run(runs["waiting"])
+    assert (retried.status, retried.queued) == ("queued", 1)
+    assert (cancelled.status, cancelled.reason) == ("cancelled", "cancelled before it started")
+
+
+async def test_read_only_refuses_every_action(tmp_path: Path, store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    before = path.read_bytes()
+    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=runs["sft"], immutable=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _at_peak(app, pilot)
+        for key in ("r", "k", "P", "R", "c"):
+            await pilot.press(key)
+            assert not app.screen.query("#dialog"), key
+        assert "read-only" in str(app.query_one("#header").render())
+    assert path.read_bytes() == before
+
+
+def test_snapshot_queue_rl_dialog(snap_compare: Any, store: tuple[Path, dict[str, int]]) -> None:
+    async def dialog(pilot: Any) -> None:
+        await _at_peak(pilot.app, pilot)
+        await pilot.press("r")
+        pilot.app.screen.query_one("#preset").value = "tiny-grpo"
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(store[0], store[1]["sft"]), terminal_size=(80, 24), run_before=dialog)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from healer.cli.common import App, Column, WideOption, out, print_json, print_table, show_wide
-from healer.presets import find_preset, load_preset, preset_dirs, spec_help
+from healer.presets import available_presets, find_preset, load_preset, spec_help
 from healer.text import flatten
 
 app = App(help="Presets: TOML files of overrides that resolve to a RunSpec.")
@@ -17,14 +17,7 @@ app = App(help="Presets: TOML files of overrides that resolve to a RunSpec.")
 def ls(wide: WideOption = False, json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List the presets found in ./presets, healer's own presets and $HEALER_HOME/presets."""
     show_wide(wide)
-    rows = []
-    seen: set[str] = set()
-    for directory in preset_dirs():
-        for path in sorted(directory.glob("*.toml")):
-            if path.stem in seen:
-                continue  # an earlier directory shadows it
-            seen.add(path.stem)
-            rows.append(_describe(path))
+    rows = [_describe(path) for path in available_presets()]
     if json_out:
         print_json(rows)
     else:

@@ -1,6 +1,5 @@
 """`healer queue ...` and `healer worker`: queue runs headless and have a worker run them, pueue-style."""
 
-import socket
 import sys
 import time
 from pathlib import Path
@@ -23,9 +22,8 @@ from healer.cli.common import (
 )
 from healer.errors import HealerError
 from healer.presets import load_preset, renamed
-from healer.retention import resume_point
-from healer.runner import CANCEL_GRACE_S, reap_dead, stop_process_group
-from healer.store import FINISHED, JOB_KINDS, Status, Store, pid_alive, process_gone
+from healer.runner import CANCEL_GRACE_S
+from healer.store import FINISHED, JOB_KINDS, Status, Store, process_gone
 from healer.store.views import QueueRow
 from healer.text import duration, progress, starts_from
 
@@ -119,29 +117,9 @@ def cancel(
     """Cancel a waiting run, or stop a running one: SIGTERM, then SIGKILL after the grace period."""
     store = open_store()
     run = store.find_run(ref)
-    if run.status in FINISHED:
-        raise HealerError(f"run {run.id} already {run.status}; nothing to cancel")
-    if run.status == Status.QUEUED:
-        store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="cancelled before it started")
-        out.print(f"run {run.id} cancelled before it started", markup=False)
-        return
-    if run.is_checkpoint_job and run.started_at is None:  # claimed into a batch, not begun: its process will skip it
-        store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="cancelled before it started")
-        out.print(f"run {run.id} cancelled before it started", markup=False)
-        return
-    if run.host and run.host != socket.gethostname():
-        raise HealerError(f"run {run.id} runs on {run.host}; cancel it there (signals do not cross machines)")
-    if run.pid is None or not pid_alive(run.pid):
-        reap_dead(store)
-        run = store.run(run.id)
-        if run.status in FINISHED:
-            out.print(f"run {run.id} had already ended: {run.status}", markup=False)
-            return
-        raise HealerError(f"run {run.id} is starting; try again in a moment")
-    stop_process_group(run.pid, grace, on_kill=lambda: err.print(
+    said = queue.cancel_run(store, run, grace, on_kill=lambda: err.print(
         f"run {run.id} did not stop within {grace:g} s; killing it", markup=False))  # fmt: skip
-    store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="cancelled (healer queue cancel)")
-    out.print(f"run {run.id} {store.run(run.id).status}", markup=False)
+    out.print(said, markup=False)
 
 
 @app.command("retry")
@@ -149,15 +127,7 @@ def retry(ref: RunArgument) -> None:
     """Queue a failed or cancelled run again under the same id; it resumes from its newest checkpoint that holds the
     trainer's state, and what it logged after that step is dropped."""
     store = open_store()
-    reap_dead(store)
-    run = store.find_run(ref)
-    if run.status not in (Status.FAILED, Status.CANCELLED):
-        raise HealerError(f"run {run.id} is {run.status}; only failed or cancelled runs can be retried")
-    store.requeue(run.id)
-    point = resume_point(store, run.id)
-    resume = (f"; it resumes from step {point.step} ({Path(point.path).name})" if point
-              else "; it has no checkpoint to resume from, so it starts over")  # fmt: skip
-    out.print(f"run {run.id} queued again{resume}", markup=False)
+    out.print(queue.retry_run(store, store.find_run(ref)), markup=False)
 
 
 @app.command("logs")

@@ -17,6 +17,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
 
+from healer.tui import actions
+from healer.tui.dialogs import ConfirmDialog, QueueRLDialog, rl_presets
 from healer.tui.panels.accuracy import AccuracyPanel
 from healer.tui.panels.detail import DetailScreen
 from healer.tui.panels.queue import QueuePane
@@ -27,7 +29,8 @@ from healer.tui.snapshot import Lineage, Point, Snapshot
 
 EMPTY = "no runs yet: `healer demo` or `healer run PRESET`"
 PANES = {"1": "runs", "2": "accuracy", "3": "rotation"}
-DASHBOARD_ACTIONS = {"cursor", "toggle", "queue", "filter", "back", "rotation"}
+WRITES = {"queue_rl", "keep", "pause", "retry", "cancel_run"}  # the actions that write (off under --read-only)
+DASHBOARD_ACTIONS = {"cursor", "toggle", "queue", "filter", "back", "rotation", *WRITES}
 
 
 class SnapshotReady(Message):
@@ -85,6 +88,11 @@ class HealerApp(App[None]):
         Binding("2", "toggle('accuracy')", "accuracy", show=False),
         Binding("3", "toggle('rotation')", "rotation", show=False),
         Binding("4", "queue", "queue"),
+        Binding("r", "queue_rl", "RL from here"),
+        Binding("k", "keep", "keep", show=False),
+        Binding("P", "pause", "pause queue", show=False),
+        Binding("R", "retry", "retry", show=False),
+        Binding("c", "cancel_run", "cancel", show=False),
         Binding("m", "rotation('module')", "module", show=False),
         Binding("u", "rotation('u')", "side u", show=False),
         Binding("v", "rotation('v')", "side v", show=False),
@@ -158,7 +166,7 @@ class HealerApp(App[None]):
 
     def _header(self, notice: str | None) -> None:
         snapshot = self.snapshot
-        parts = [f"healer · {self.db.name}"]
+        parts = [f"healer · {self.db.name}" + (" (read-only: actions off)" if self.poller.immutable else "")]
         if snapshot is not None:
             running = [r for r in snapshot.rows.values() if r.status == "running"]
             dead = sum(1 for r in running if r.alive is False)
@@ -230,6 +238,56 @@ class HealerApp(App[None]):
         self.cursor = max(0, min(len(lineage.points) - 1, self.cursor + step))
         self._render_panels()
 
+    # -- actions that write (each a CLI command, confirmed in a dialog) --------------------------------------
+
+    def _point(self) -> Point | None:
+        lineage = self.snapshot.lineage if self.snapshot else None
+        return lineage.points[self.cursor] if lineage and self.cursor is not None else None
+
+    def _act(self, dialog: ConfirmDialog) -> None:
+        if self.poller.immutable:
+            self.notify("read-only (--read-only): actions are off; open the store without it to act",
+                        severity="warning")  # fmt: skip
+            return
+        self.push_screen(dialog, self._acted)
+
+    def _acted(self, result: str | None) -> None:
+        if result:
+            self.notify(result)
+            self.poller.wake.set()  # show what it wrote now, not in a second
+
+    def action_queue_rl(self) -> None:
+        point = self._point()
+        if point is None:
+            self.notify("no checkpoint under the cursor: select a run with evaluated checkpoints", severity="warning")
+            return
+        presets = rl_presets()
+        if not presets:
+            self.notify("no RL presets found (method = grpo or rloo): `healer presets ls`", severity="warning")
+            return
+        self._act(QueueRLDialog(self.db, point.run, point.step, presets))
+
+    def action_keep(self) -> None:
+        point = self._point()
+        if point is None or point.step == 0:
+            self.notify("move the cursor to a checkpoint a run saved (step 0 is the model it started from)",
+                        severity="warning")  # fmt: skip
+            return
+        self._act(ConfirmDialog(actions.keep(point.run, point.step, release="kept" in point.picks), self.db))
+
+    def action_pause(self) -> None:
+        self._act(ConfirmDialog(actions.pause(bool(self.snapshot and self.snapshot.paused)), self.db))
+
+    def action_retry(self) -> None:
+        run = self.query_one(RunsPane).selected_run
+        if run is not None:
+            self._act(ConfirmDialog(actions.retry(run), self.db))
+
+    def action_cancel_run(self) -> None:
+        run = self.query_one(RunsPane).selected_run
+        if run is not None:
+            self._act(ConfirmDialog(actions.cancel(run), self.db))
+
     def action_rotation(self, what: str) -> None:
         """`m` cycles the heatmap's module, `u`/`v` pick its side, whichever pane has the focus."""
         panel = self.query_one(RotationPanel)
@@ -282,7 +340,7 @@ class HealerApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in DASHBOARD_ACTIONS and isinstance(self.screen, DetailScreen):
             return False  # the detail screen has keys of its own
-        return not (action in ("cursor", "rotation") and isinstance(self.focused, Input))  # the filter's own keys
+        return not (action in {"cursor", "rotation", *WRITES} and isinstance(self.focused, Input))  # the filter's keys
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

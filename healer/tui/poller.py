@@ -7,6 +7,7 @@ the last snapshot on screen and sends a one-line notice instead.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -42,7 +43,11 @@ class Poller:
         selected = self.selected
         changes = reader.changes(self._seq) if self._last is not None else None
         if changes is not None and not changes and selected == self._shown:
-            return None
+            paused = reader.setting("queue.paused", "0") == "1"  # settings are not in the feed: one key read
+            if self._last is None or paused == self._last.paused:
+                return None
+            self._last = dataclasses.replace(self._last, paused=paused)
+            return self._last
         snapshot = refresh(reader, self._last, changes, selected, now=self.clock())
         self._seq, self._shown, self._last = snapshot.seq, snapshot.selected, snapshot
         if self.selected is None:
@@ -56,6 +61,9 @@ class Poller:
                 snapshot = self.poll()
             except (sqlite3.Error, HealerError) as exc:
                 send(describe(exc))
+            except Exception as exc:  # a bug must not stop the view: say it, keep the last view, keep polling
+                send(f"healer tui: {type(exc).__name__}: {exc}; showing the last view (please report this)")
+                self._last = None  # read everything next time
             else:
                 if snapshot is not None:
                     send(snapshot)

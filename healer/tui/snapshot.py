@@ -251,6 +251,8 @@ def lineage(reader: Reader, run_id: int, tree: tuple[TreeNode, ...] | None = Non
         for c in checkpoints:
             if c.pruned_at:
                 picks.setdefault((run, c.step), []).append("pruned")
+            elif c.protected:
+                picks.setdefault((run, c.step), []).append("kept")
     loss_at = dict(loss)
     points = tuple(
         Point(s, *where[s], splits.get("id"), splits.get("ood"), loss_at.get(s), tuple(picks.get(where[s], ())))
