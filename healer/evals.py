@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from healer.store import Eval
@@ -77,3 +78,40 @@ def _at(step: int, splits: dict[str, Eval], rule: str) -> dict[str, Any]:
     for split, e in splits.items():
         entry[split] = {"accuracy": e.accuracy, "ci_low": e.ci_low, "ci_high": e.ci_high, "loss": e.loss}
     return entry
+
+
+@dataclass(frozen=True)
+class Forgetting:
+    """How far a run's OOD accuracy has fallen from its peak at its last evaluated checkpoint, and whether that is
+    the paper's pattern: the fall is beyond both Wilson intervals and the ID accuracy still rose meanwhile."""
+
+    peak_step: int
+    peak: float
+    last_step: int
+    last: float
+    drop: float  # peak - last, as a fraction (0.05 = 5 points)
+    separated: bool  # last's interval lies wholly below the peak's
+    id_rising: bool  # ID accuracy at the last checkpoint is above its value at the peak
+
+    def alarm(self, threshold: float) -> bool:
+        return self.separated and self.id_rising and self.drop >= threshold
+
+
+def forgetting(evals: list[Eval], protocol: str | None = None) -> Forgetting | None:
+    """The OOD fall since the peak (checkpoints only: step 0, the starting model, is no checkpoint of the run);
+    None while the run has not evaluated a checkpoint after its OOD peak."""
+    protocol = protocol or default_protocol(evals)
+    table = {step: splits for step, splits in by_step(evals, protocol).items() if step > 0 and "ood" in splits}
+    if len(table) < 2:
+        return None
+    peak_step = find_peaks([e for e in evals if e.step > 0], protocol)["peak-ood"].step
+    last_step = max(table)
+    if last_step <= peak_step:
+        return None
+    peak, last = table[peak_step]["ood"], table[last_step]["ood"]
+    id_peak, id_last = table[peak_step].get("id"), table[last_step].get("id")
+    rising = id_peak is not None and id_last is not None and Fraction(id_last.correct, id_last.n) > Fraction(
+        id_peak.correct, id_peak.n)  # fmt: skip
+    return Forgetting(peak_step, peak.accuracy, last_step, last.accuracy,
+                      float(Fraction(peak.correct, peak.n) - Fraction(last.correct, last.n)),
+                      last.ci_high < peak.ci_low, rising)  # fmt: skip

@@ -567,3 +567,60 @@ def test_snapshot_queue_rl_dialog(snap_compare: Any, store: tuple[Path, dict[str
         await pilot.pause(0.2)
 
     assert snap_compare(_app(store[0], store[1]["sft"]), terminal_size=(80, 24), run_before=dialog)
+
+
+# -- the forgetting alarm ---------------------------------------------------------------------------------------
+
+
+def _evals_of(table: list[tuple[int, int, int]], n: int) -> list[Any]:
+    """Eval records of one run: (step, ID correct, OOD correct) out of n each."""
+    from healer.store import Eval
+
+    made = []
+    for i, (step, id_correct, ood_correct) in enumerate(table):
+        for split, correct in (("id", id_correct), ("ood", ood_correct)):
+            low, high = wilson(correct, n)
+            made.append(Eval(id=2 * i + (split == "ood"), run_id=1, step=step, checkpoint_path=None, task="t",
+                             split=split, protocol="single", max_attempts=1, n=n, correct=correct,
+                             accuracy=correct / n, ci_low=low, ci_high=high, format_error_rate=0.0, mean_reward=None,
+                             loss=None, outcomes="{}", settings="{}", seconds=0.0, created_at=FIXED))  # fmt: skip
+    return made
+
+
+def test_forgetting_fires_when_ood_falls_beyond_its_intervals_while_id_rises() -> None:
+    from healer.evals import forgetting
+
+    fell = forgetting(_evals_of([(0, 50, 200), (100, 300, 150), (200, 400, 90), (300, 450, 60)], 500))
+    assert fell is not None and (fell.peak_step, fell.last_step) == (100, 300)
+    assert fell.drop == pytest.approx(0.18) and fell.separated and fell.id_rising and fell.alarm(0.05)
+    assert not fell.alarm(0.20)  # a higher threshold
+    within = forgetting(_evals_of([(100, 60, 30), (300, 90, 24)], 100))  # 6 points, but inside the intervals
+    assert within is not None and within.drop == pytest.approx(0.06) and not within.separated
+    assert not within.alarm(0.05)
+    id_fell = forgetting(_evals_of([(100, 300, 150), (300, 250, 60)], 500))  # both fell: not the paper's pattern
+    assert id_fell is not None and id_fell.separated and not id_fell.id_rising and not id_fell.alarm(0.05)
+    assert forgetting(_evals_of([(100, 300, 150), (300, 450, 160)], 500)) is None  # the peak is the last
+    assert forgetting(_evals_of([(0, 50, 200), (100, 300, 150)], 500)) is None  # one checkpoint: nothing to fall
+
+
+async def test_the_alarm_is_notified_once_per_run(store: tuple[Path, dict[str, int]],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    path, runs = store
+    with Store(path) as writer:
+        big = writer.create_run(kind="sft", method="sft", name="gp-sft-big", spec={}, total_steps=60)
+        for step, id_correct, ood_correct in ((20, 200, 150), (40, 300, 100), (60, 400, 60)):
+            _eval(writer, big.id, step, "id", id_correct, n=500)
+            _eval(writer, big.id, step, "ood", ood_correct, n=500)
+        writer.finish_run(big.id, Status.DONE, exit_code=0)
+    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=runs["sft"])
+    said: list[str] = []
+    monkeypatch.setattr(app, "notify", lambda message, **kw: said.append(message))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app, pilot)
+        with Store(path) as writer:  # another snapshot: no second notice
+            writer.log_metrics(runs["live"], 121, {"loss": 0.1})
+        await _ready(app, pilot, lambda: 121 in [n.step for n in app.snapshot.tree])
+        lines = {line.run: line for line in app.query_one("#runs").lines}
+    assert said == [f"run {big.id} gp-sft-big: OOD fell 18.0 points from its peak at step 20 (30.0 -> 12.0 at step "
+                    "60) while ID rose: forgetting"]  # fmt: skip
+    assert lines[big.id].alarm and not lines[runs["sft"]].alarm  # the seed's SFT fell 11 points, within intervals

@@ -31,6 +31,13 @@ def tui(
     ] = False,
     width: Annotated[int, typer.Option(help="--once: the screen's width")] = 100,
     height: Annotated[int, typer.Option(help="--once: the screen's height")] = 30,
+    alarm_drop: Annotated[
+        float,
+        typer.Option(
+            help="flag a run whose OOD accuracy fell this many points below its peak (beyond both "
+            "intervals) while its ID accuracy rose"
+        ),
+    ] = 5.0,
     svg: Annotated[Path | None, typer.Option(help="--once: also save the screen as an SVG screenshot here")] = None,
 ) -> None:
     """Watch runs live: the lineage tree, ID/OOD accuracy across SFT and RL with intervals, rotation heatmaps and a
@@ -48,6 +55,8 @@ def tui(
         err.print(f"warning: --read-only reads {db.name} as it is on disk; the {wal.stat().st_size // 1024} KiB of "
                   f"recent changes in {wal.name} are not shown (leave --read-only off: healer tui never writes)",
                   markup=False)  # fmt: skip
+    if not 0 < alarm_drop <= 100:
+        raise HealerError(f"--alarm-drop {alarm_drop:g}: give points between 0 and 100, e.g. 5")
     if width < 40 or height < 12:
         raise HealerError("--width must be at least 40 and --height at least 12")
     from healer.tui.app import HealerApp, once
@@ -57,7 +66,7 @@ def tui(
             raise HealerError(f"--svg {svg}: its folder does not exist")
         typer.echo(once(db, width, height, immutable=read_only, svg=svg.expanduser() if svg else None, select=select))
         return
-    HealerApp(db, immutable=read_only, select=select).run()
+    HealerApp(db, immutable=read_only, select=select, alarm_drop=alarm_drop / 100).run()
 
 
 def register(root: App) -> None:

@@ -11,6 +11,7 @@ and `to_json` into the text the CLI prints.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import sqlite3
@@ -194,6 +195,7 @@ class TreeNode:
     last_eval: dict[str, Any] | None  # {"step": S, "id": accuracy, "ood": accuracy}
     peak_ood: dict[str, Any] | None  # {"step": S, "ood": accuracy}
     children: tuple[TreeNode, ...]
+    forgetting: dict[str, Any] | None = None  # evals.Forgetting: OOD's fall since its peak, and whether ID rose
 
 
 @dataclass(frozen=True)
@@ -426,9 +428,10 @@ def eval_row(e: Eval) -> EvalRow:
                    checkpoint_path=e.checkpoint_path)  # fmt: skip
 
 
-def eval_summary(evals: list[Eval]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """A run's accuracy at its last evaluated step ({step, id, ood}) and its OOD peak ({step, ood}), for the tree."""
-    from healer.evals import by_step, default_protocol, find_peaks
+def eval_summary(evals: list[Eval]) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """A run's accuracy at its last evaluated step ({step, id, ood}), its OOD peak ({step, ood}) and its forgetting
+    (`evals.Forgetting` as a dict), for the tree."""
+    from healer.evals import by_step, default_protocol, find_peaks, forgetting
 
     protocol = default_protocol(evals)
     table = by_step(evals, protocol)
@@ -439,7 +442,8 @@ def eval_summary(evals: list[Eval]) -> tuple[dict[str, Any] | None, dict[str, An
     peak = find_peaks(evals, protocol).get("peak-ood")
     if peak is not None:
         peak_ood = {"step": peak.step, "ood": table[peak.step]["ood"].accuracy}
-    return last_eval, peak_ood
+    fall = forgetting(evals, protocol)
+    return last_eval, peak_ood, (None if fall is None else dataclasses.asdict(fall))
 
 
 def elapsed_seconds(run: Run, now: float | None = None) -> float | None:
@@ -671,12 +675,13 @@ class Reader:
 
         def node(run_id: int, depth: int) -> TreeNode:
             run, step = runs[run_id]
-            last_eval, peak_ood = eval_summary(evals.get(run_id, []))
+            last_eval, peak_ood, fall = eval_summary(evals.get(run_id, []))
             kids = children.get(run_id, []) if depth < MAX_DEPTH else []
             return TreeNode(id=run.id, name=run.name, kind=run.kind.value, method=run.method,
                             status=run.status.value, parent_run=run.parent_run, parent_step=run.parent_step,
                             start_ref=run.start_ref, step=step, total_steps=run.total_steps, last_eval=last_eval,
-                            peak_ood=peak_ood, children=tuple(node(k, depth + 1) for k in kids))  # fmt: skip
+                            peak_ood=peak_ood, children=tuple(node(k, depth + 1) for k in kids),
+                            forgetting=fall)  # fmt: skip
 
         if ref is None:
             return [node(r, 0) for r in children.get(None, [])]

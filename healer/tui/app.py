@@ -23,7 +23,7 @@ from healer.tui.panels.accuracy import AccuracyPanel
 from healer.tui.panels.detail import DetailScreen
 from healer.tui.panels.queue import QueuePane
 from healer.tui.panels.rotation import RotationPanel
-from healer.tui.panels.runs import RunsPane, run_lines
+from healer.tui.panels.runs import ALARM_DROP, RunsPane, run_lines
 from healer.tui.poller import Poller
 from healer.tui.snapshot import Lineage, Point, Snapshot
 
@@ -100,8 +100,10 @@ class HealerApp(App[None]):
     ]
 
     def __init__(self, db: Path, *, immutable: bool = False, clock: Callable[[], float] = time.time,
-                 interval: float = 1.0, select: int | None = None) -> None:  # fmt: skip
+                 interval: float = 1.0, select: int | None = None, alarm_drop: float = ALARM_DROP) -> None:  # fmt: skip
         super().__init__()
+        self.alarm_drop = alarm_drop
+        self._alarmed: set[int] = set()  # runs whose forgetting alarm was already notified
         self.db = db
         self.clock = clock
         self.interval = interval
@@ -156,7 +158,12 @@ class HealerApp(App[None]):
             views.current = "dashboard"
             self.query_one(RunsPane).focus()
         self._keep_cursor(previous, snapshot)
-        self.query_one(RunsPane).show(run_lines(snapshot, self.query_text), snapshot.selected)
+        lines = run_lines(snapshot, self.query_text, alarm_drop=self.alarm_drop)
+        self.query_one(RunsPane).show(lines, snapshot.selected)
+        for line in run_lines(snapshot, alarm_drop=self.alarm_drop):
+            if line.alarm and line.run not in self._alarmed:  # once per run
+                self._alarmed.add(line.run)
+                self.notify(line.alarm, title="forgetting", severity="warning", timeout=12)
         self.query_one(QueuePane).show(snapshot.queue)
         self._render_panels()
         self._header(None)
@@ -331,7 +338,8 @@ class HealerApp(App[None]):
     def _filter(self, event: Input.Changed) -> None:
         self.query_text = event.value
         if self.snapshot is not None:
-            self.query_one(RunsPane).show(run_lines(self.snapshot, self.query_text), self.poller.selected)
+            self.query_one(RunsPane).show(run_lines(self.snapshot, self.query_text, alarm_drop=self.alarm_drop),
+                                          self.poller.selected)  # fmt: skip
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:

@@ -165,11 +165,12 @@ def _shape(rows: dict[int, RunRow]) -> dict[int, tuple[object, ...]]:
     return {i: (r.status, r.alive, r.parent_run, r.parent_step, r.name, r.start_ref) for i, r in rows.items()}
 
 
-def _restep(node: TreeNode, rows: dict[int, RunRow], summaries: dict[int, tuple[Any, Any]]) -> TreeNode:
+def _restep(node: TreeNode, rows: dict[int, RunRow], summaries: dict[int, tuple[Any, Any, Any]]) -> TreeNode:
     """The node with its run's last step, and its accuracies where new evaluations came (a summary per run)."""
     row = rows.get(node.id)
-    last_eval, peak_ood = summaries.get(node.id, (node.last_eval, node.peak_ood))
+    last_eval, peak_ood, fall = summaries.get(node.id, (node.last_eval, node.peak_ood, node.forgetting))
     return dataclasses.replace(node, step=row.step if row else node.step, last_eval=last_eval, peak_ood=peak_ood,
+                               forgetting=fall,
                                children=tuple(_restep(c, rows, summaries) for c in node.children))  # fmt: skip
 
 

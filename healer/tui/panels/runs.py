@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -29,11 +30,20 @@ def columns_for(width: int) -> tuple[str, ...]:
     return COLUMNS if width >= WIDE else NARROW
 
 
-def label_width(width: int) -> int:
-    """Room for the tree labels: what the other columns leave (each column pads 2), at least 16."""
-    fixed = {"": 1, "method": 6, "progress": 14, "time": 11, "ID %": 5, "OOD %": 5, "peak": 10, "gpu": 3}
+def cells(line: RunLine) -> dict[str, str]:
+    """A line's text per column (the status column holds its glyph)."""
+    return {"run": line.label + (f" +{line.jobs}" if line.jobs else ""), "": STATUS_GLYPHS.get(line.status, ("?",))[0],
+            "method": line.method, "progress": line.progress, "time": line.time, "ID %": line.id_acc,
+            "OOD %": line.ood_acc + (" ⚠" if line.alarm else ""), "peak": line.peak, "gpu": line.gpu}  # fmt: skip
+
+
+def label_width(width: int, lines: list[RunLine]) -> int:
+    """Room for the tree labels: what the other columns, as wide as their widest cell, leave (each pads 2), at
+    least 16."""
     others = [c for c in columns_for(width) if c != "run"]
-    return max(16, width - sum(fixed[c] for c in others) - 2 * len(columns_for(width)) - 2)
+    texts = [cells(line) for line in lines]
+    used = sum(max([len(c), *(len(t[c]) for t in texts)]) for c in others)
+    return max(16, width - used - 2 * len(columns_for(width)) - 3)  # 2 for a vertical scrollbar
 
 
 @dataclass(frozen=True)
@@ -51,9 +61,25 @@ class RunLine:
     peak: str  # `19.7 @120`
     gpu: str
     jobs: int  # checkpoint jobs (eval, spectra) pending on it
+    alarm: str = ""  # the forgetting alarm: why its OOD accuracy is flagged, '' when it is not
 
 
-def run_lines(snapshot: Snapshot, query: str = "", now: float | None = None) -> list[RunLine]:
+ALARM_DROP = 0.05  # the forgetting alarm's default: OOD 5 points below its peak (beyond both intervals), ID rising
+
+
+def alarm_text(node: TreeNode, drop: float) -> str:
+    """Why a run's OOD accuracy is flagged (pure): it fell `drop` or more below its peak, beyond both Wilson
+    intervals, while its ID accuracy still rose; '' otherwise."""
+    fall = node.forgetting
+    if not fall or not (fall["separated"] and fall["id_rising"] and fall["drop"] >= drop):
+        return ""
+    return (f"run {node.id} {node.name}: OOD fell {100 * fall['drop']:.1f} points from its peak at step "
+            f"{fall['peak_step']} ({100 * fall['peak']:.1f} -> {100 * fall['last']:.1f} at step {fall['last_step']}) "
+            "while ID rose: forgetting")  # fmt: skip
+
+
+def run_lines(snapshot: Snapshot, query: str = "", now: float | None = None,
+              alarm_drop: float = ALARM_DROP) -> list[RunLine]:  # fmt: skip
     """The tree, depth first, each child under its parent; `query` keeps runs whose name, status, method or id
     contains it (with their ancestors, so the tree still reads)."""
     now = snapshot.taken_at if now is None else now
@@ -64,6 +90,7 @@ def run_lines(snapshot: Snapshot, query: str = "", now: float | None = None) -> 
         start = f"@{node.parent_step} " if node.parent_step is not None and lead else ""
         row = snapshot.rows.get(node.id)
         line = _line(node, row, queue.get(node.id), f"{lead}{start}{node.id} {node.name}", snapshot, now)
+        line = dataclasses.replace(line, alarm=alarm_text(node, alarm_drop))
         at = len(lines)
         lines.append(line)
         kept = False
@@ -138,7 +165,7 @@ class RunsPane(DataTable[Text]):
                 self.add_column(name, key=name or "status")
         else:
             self.clear()
-        room = label_width(width)
+        room = label_width(width, lines)
         for line in lines:
             glyph, style = STATUS_GLYPHS.get(line.status, ("?", ""))
             label = line.label + (f" +{line.jobs}" if line.jobs else "")
@@ -150,7 +177,11 @@ class RunsPane(DataTable[Text]):
                 "progress": Text(line.progress),
                 "time": Text(line.time, style="dim"),
                 "ID %": Text(line.id_acc, justify="right"),
-                "OOD %": Text(line.ood_acc, justify="right", style="bold"),
+                "OOD %": Text(
+                    line.ood_acc + (" ⚠" if line.alarm else ""),
+                    justify="right",
+                    style="bold red" if line.alarm else "bold",
+                ),
                 "peak": Text(line.peak, style="magenta"),
                 "gpu": Text(line.gpu),
             }
