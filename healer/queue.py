@@ -187,3 +187,10 @@ def retry_run(store: Store, run: Run) -> str:
     resume = (f"; it resumes from step {point.step} ({Path(point.path).name})" if point
               else "; it has no checkpoint to resume from, so it starts over")  # fmt: skip
     return f"run {run.id} queued again{resume}"
+
+
+def set_priority(store: Store, run: Run, priority: int) -> str:
+    """Give a waiting run a new priority (higher first, ties oldest first); returns what happened, in one line."""
+    if run.status != Status.QUEUED or not store.set_priority(run.id, priority):
+        raise HealerError(f"run {run.id} is {run.status}; only a waiting run's priority can change")
+    return f"run {run.id} priority {priority}"

@@ -374,6 +374,16 @@ def test_bad_databases_are_one_line_before_the_app_starts(tmp_path: Path) -> Non
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
+def test_queue_priority_changes_a_waiting_run_only(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    changed = _healer("--db", str(path), "queue", "priority", str(runs["waiting"]), "7")
+    assert changed.returncode == 0 and changed.stdout.strip() == f"run {runs['waiting']} priority 7"
+    refused = _healer("--db", str(path), "queue", "priority", str(runs["sft"]), "7")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "only a waiting run" in refused.stderr
+    with Store(path) as check:
+        assert (check.run(runs["waiting"]).priority, check.run(runs["sft"]).priority) == (7, 0)
+
+
 def test_tui_starts_without_torch() -> None:
     probe = "import sys\nimport healer.tui.app\nprint(json.dumps(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", "import json\n" + probe], capture_output=True, text=True,
@@ -535,6 +545,8 @@ async def test_k_p_r_c_write_what_the_cli_would(store: tuple[Path, dict[str, int
         await pilot.pause(0.2)
         await pilot.press("down")  # the queued run waiting on it
         await _ready(app, pilot, lambda: app.snapshot.selected == runs["waiting"])
+        await pilot.press("plus", "plus", "minus")  # at once, as the CLI's `queue priority` would
+        await _ready(app, pilot, lambda: next(r.priority for r in app.snapshot.queue if r.id == runs["waiting"]) == 1)
         await pilot.press("c", "enter")
         for _ in range(50):
             await pilot.pause(0.05)
@@ -552,7 +564,7 @@ async def test_read_only_refuses_every_action(tmp_path: Path, store: tuple[Path,
     app = HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=runs["sft"], immutable=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await _at_peak(app, pilot)
-        for key in ("r", "k", "P", "R", "c"):
+        for key in ("r", "k", "P", "R", "c", "plus"):
             await pilot.press(key)
             assert not app.screen.query("#dialog"), key
         assert "read-only" in str(app.query_one("#header").render())

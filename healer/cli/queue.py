@@ -27,7 +27,7 @@ from healer.store import FINISHED, JOB_KINDS, Status, Store, process_gone
 from healer.store.views import QueueRow
 from healer.text import duration, progress, starts_from
 
-app = App(help="Queue runs for a worker: add, ls, cancel, retry, logs, pause, resume, rm.")
+app = App(help="Queue runs for a worker: add, ls, cancel, retry, priority, logs, pause, resume, rm.")
 RunArgument = Annotated[str, typer.Argument(help="run id or name")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
 
@@ -128,6 +128,16 @@ def retry(ref: RunArgument) -> None:
     trainer's state, and what it logged after that step is dropped."""
     store = open_store()
     out.print(queue.retry_run(store, store.find_run(ref)), markup=False)
+
+
+@app.command("priority")
+def priority(
+    ref: RunArgument,
+    value: Annotated[int, typer.Argument(metavar="PRIORITY", help="higher runs first; ties go oldest first")],
+) -> None:
+    """Change a waiting run's priority."""
+    store = open_store()
+    out.print(queue.set_priority(store, store.find_run(ref), value), markup=False)
 
 
 @app.command("logs")

@@ -83,6 +83,14 @@ class Store:
         """A worker started the run's process (the process itself then calls mark_running)."""
         self._set(run_id, pid=pid)
 
+    def set_priority(self, run_id: int, priority: int) -> bool:
+        """A waiting run's priority (higher runs first); False when the run is no longer waiting."""
+        with atomic(self.conn):
+            cursor = self.conn.execute(
+                "UPDATE runs SET priority = ? WHERE id = ? AND status = 'queued'", [priority, run_id]
+            )
+        return cursor.rowcount == 1
+
     def leave_queue(self, run_id: int) -> None:
         """A finished run leaves the queue's list; its record and data stay."""
         self._set(run_id, queued=0)

@@ -86,3 +86,13 @@ def cancel(run: int) -> Action:
             return queue.cancel_run(store, store.run(run))
 
     return Action("cancel the run", f"healer queue cancel {run}", do, slow=True)
+
+
+def priority(run: int, value: int) -> Action:
+    """`+`/`-`: a waiting run's priority up or down by one (`healer queue priority RUN N`)."""
+
+    def do(db: Path) -> str:
+        with Store(db) as store:
+            return queue.set_priority(store, store.run(run), value)
+
+    return Action("change the priority", f"healer queue priority {run} {value}", do)

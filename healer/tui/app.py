@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
 
+from healer.errors import HealerError
 from healer.tui import actions
 from healer.tui.dialogs import ConfirmDialog, QueueRLDialog, rl_presets
 from healer.tui.panels.accuracy import AccuracyPanel
@@ -29,7 +30,14 @@ from healer.tui.snapshot import Lineage, Point, Snapshot
 
 EMPTY = "no runs yet: `healer demo` or `healer run PRESET`"
 PANES = {"1": "runs", "2": "accuracy", "3": "rotation"}
-WRITES = {"queue_rl", "keep", "pause", "retry", "cancel_run"}  # the actions that write (off under --read-only)
+WRITES = {
+    "queue_rl",
+    "keep",
+    "pause",
+    "retry",
+    "cancel_run",
+    "priority",
+}  # the actions that write (off under --read-only)
 DASHBOARD_ACTIONS = {"cursor", "toggle", "queue", "filter", "back", "rotation", *WRITES}
 
 
@@ -93,6 +101,8 @@ class HealerApp(App[None]):
         Binding("P", "pause", "pause queue", show=False),
         Binding("R", "retry", "retry", show=False),
         Binding("c", "cancel_run", "cancel", show=False),
+        Binding("plus", "priority(1)", "priority +1", show=False),
+        Binding("minus", "priority(-1)", "priority -1", show=False),
         Binding("m", "rotation('module')", "module", show=False),
         Binding("u", "rotation('u')", "side u", show=False),
         Binding("v", "rotation('v')", "side v", show=False),
@@ -294,6 +304,20 @@ class HealerApp(App[None]):
         run = self.query_one(RunsPane).selected_run
         if run is not None:
             self._act(ConfirmDialog(actions.cancel(run), self.db))
+
+    def action_priority(self, delta: int) -> None:
+        """`+`/`-`: at once, no dialog (it is undone by the other key)."""
+        run = self.query_one(RunsPane).selected_run
+        if run is None or self.snapshot is None or run not in self.snapshot.rows:
+            return
+        if self.poller.immutable:
+            self.notify("read-only (--read-only): actions are off", severity="warning")
+            return
+        current = next((r.priority for r in self.snapshot.queue if r.id == run), 0)
+        try:
+            self._acted(actions.priority(run, current + delta).do(self.db))
+        except HealerError as exc:
+            self.notify(str(exc), severity="warning")
 
     def action_rotation(self, what: str) -> None:
         """`m` cycles the heatmap's module, `u`/`v` pick its side, whichever pane has the focus."""
