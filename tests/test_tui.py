@@ -571,6 +571,35 @@ async def test_read_only_refuses_every_action(tmp_path: Path, store: tuple[Path,
     assert path.read_bytes() == before
 
 
+async def test_space_overlays_runs_on_the_chart_with_a_legend(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=runs["sft"])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("down", "space", "down", "space")  # both GRPO runs, then back to the SFT run
+        await pilot.press("up", "up")
+        await _ready(app, pilot, lambda: set(app.snapshot.compared) == {runs["grpo-from-20"], runs["grpo-from-60"]}
+                     and app.snapshot.selected == runs["sft"])  # fmt: skip
+        panel = app.query_one("#accuracy")
+        caption = str(panel.query_one("#acc-caption").render())
+        assert f"◇{runs['grpo-from-20']} grpo-from-20" in caption and f"◇{runs['grpo-from-60']} grpo-from-60" in caption
+        labels = [label for label in panel.accuracy_plot._labels if label]
+        assert f"OOD {runs['grpo-from-20']}" in labels and f"OOD {runs['grpo-from-60']}" in labels
+        await pilot.press("down", "space")  # off again
+        await _ready(app, pilot, lambda: set(app.snapshot.compared) == {runs["grpo-from-60"]})
+
+
+def test_snapshot_compare_overlay(snap_compare: Any, store: tuple[Path, dict[str, int]]) -> None:
+    async def overlay(pilot: Any) -> None:
+        await _settled(pilot)
+        await pilot.press("down", "space", "down", "space", "up", "up")
+        await _ready(pilot.app, pilot, lambda: len(pilot.app.snapshot.compared) == 2
+                     and pilot.app.snapshot.selected == store[1]["sft"])  # fmt: skip
+        await pilot.pause(0.3)
+
+    assert snap_compare(_app(store[0], store[1]["sft"]), terminal_size=(80, 24), run_before=overlay)
+
+
 def test_snapshot_queue_rl_dialog(snap_compare: Any, store: tuple[Path, dict[str, int]]) -> None:
     async def dialog(pilot: Any) -> None:
         await _at_peak(pilot.app, pilot)

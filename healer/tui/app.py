@@ -38,7 +38,7 @@ WRITES = {
     "cancel_run",
     "priority",
 }  # the actions that write (off under --read-only)
-DASHBOARD_ACTIONS = {"cursor", "toggle", "queue", "filter", "back", "rotation", *WRITES}
+DASHBOARD_ACTIONS = {"cursor", "toggle", "queue", "filter", "back", "rotation", "compare", *WRITES}
 
 
 class SnapshotReady(Message):
@@ -96,6 +96,7 @@ class HealerApp(App[None]):
         Binding("2", "toggle('accuracy')", "accuracy", show=False),
         Binding("3", "toggle('rotation')", "rotation", show=False),
         Binding("4", "queue", "queue"),
+        Binding("space", "compare", "compare"),
         Binding("r", "queue_rl", "RL from here"),
         Binding("k", "keep", "keep", show=False),
         Binding("P", "pause", "pause queue", show=False),
@@ -215,7 +216,10 @@ class HealerApp(App[None]):
     def _render_panels(self) -> None:
         snapshot = self.snapshot
         lineage = snapshot.lineage if snapshot else None
-        self.query_one(AccuracyPanel).show(lineage, self.cursor)
+        compared = snapshot.compared if snapshot else {}
+        overlays = tuple((run, snapshot.rows[run].name, view) for run, view in compared.items()
+                         if snapshot is not None and run in snapshot.rows)  # fmt: skip
+        self.query_one(AccuracyPanel).show(lineage, self.cursor, overlays)
         point = lineage.points[self.cursor] if lineage and self.cursor is not None else None
         rotation = self.query_one(RotationPanel)
         if lineage is None or point is None:
@@ -319,6 +323,15 @@ class HealerApp(App[None]):
         except HealerError as exc:
             self.notify(str(exc), severity="warning")
 
+    def action_compare(self) -> None:
+        """`space`: overlay the selected run's OOD accuracy on the chart (again: take it off)."""
+        run = self.query_one(RunsPane).selected_run
+        if run is None:
+            return
+        self.poller.compare = self.poller.compare ^ {run}
+        self.query_one(RunsPane).marked = set(self.poller.compare)
+        self.poller.wake.set()
+
     def action_rotation(self, what: str) -> None:
         """`m` cycles the heatmap's module, `u`/`v` pick its side, whichever pane has the focus."""
         panel = self.query_one(RotationPanel)
@@ -372,7 +385,9 @@ class HealerApp(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in DASHBOARD_ACTIONS and isinstance(self.screen, DetailScreen):
             return False  # the detail screen has keys of its own
-        return not (action in {"cursor", "rotation", *WRITES} and isinstance(self.focused, Input))  # the filter's keys
+        return not (
+            action in {"cursor", "rotation", "compare", *WRITES} and isinstance(self.focused, Input)
+        )  # the filter's keys
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -29,10 +29,12 @@ class Poller:
         self.immutable = immutable
         self.clock = clock
         self.selected: int | None = None
+        self.compare: frozenset[int] = frozenset()  # runs overlaid on the chart (the app sets it)
         self._reader: Reader | None = None
         self._seq = -1
         self._shown: int | None = None
         self._last: Snapshot | None = None
+        self._compared: frozenset[int] = frozenset()
         self.wake = threading.Event()  # set by the app when the selection changes, so the next poll is now
 
     def poll(self) -> Snapshot | None:
@@ -41,14 +43,16 @@ class Poller:
             self._reader = Reader(self.path, immutable=self.immutable)
         reader = self._reader
         selected = self.selected
+        compare = self.compare
         changes = reader.changes(self._seq) if self._last is not None else None
-        if changes is not None and not changes and selected == self._shown:
+        if changes is not None and not changes and selected == self._shown and compare == self._compared:
             paused = reader.setting("queue.paused", "0") == "1"  # settings are not in the feed: one key read
             if self._last is None or paused == self._last.paused:
                 return None
             self._last = dataclasses.replace(self._last, paused=paused)
             return self._last
-        snapshot = refresh(reader, self._last, changes, selected, now=self.clock())
+        snapshot = refresh(reader, self._last, changes, selected, now=self.clock(), compare=compare)
+        self._compared = compare
         self._seq, self._shown, self._last = snapshot.seq, snapshot.selected, snapshot
         if self.selected is None:
             self.selected = snapshot.selected

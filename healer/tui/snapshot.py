@@ -82,13 +82,15 @@ class Snapshot:
     selected: int | None
     lineage: Lineage | None
     notice: str | None = None  # one line: the store is locked, a read failed; the view shown is the last good one
+    compared: dict[int, Lineage] = field(default_factory=dict)  # runs overlaid on the chart (`space`), by id
 
     @property
     def empty(self) -> bool:
         return not self.tree
 
 
-def take(reader: Reader, selected: int | None, now: float | None = None) -> Snapshot:
+def take(reader: Reader, selected: int | None, now: float | None = None,
+         compare: frozenset[int] = frozenset()) -> Snapshot:  # fmt: skip
     """Read everything the screen shows, in one pass of the store's views."""
     now = time.time() if now is None else now
     seq = reader.seq()
@@ -108,21 +110,22 @@ def take(reader: Reader, selected: int | None, now: float | None = None) -> Snap
         paused=reader.setting("queue.paused", "0") == "1",
         selected=selected,
         lineage=lineage(reader, selected, tree) if selected is not None else None,
+        compared={run: lineage(reader, run, tree) for run in sorted(compare) if run in rows and run != selected},
     )
 
 
 def refresh(reader: Reader, previous: Snapshot | None, changes: Changes | None, selected: int | None,
-            now: float | None = None) -> Snapshot:  # fmt: skip
+            now: float | None = None, compare: frozenset[int] = frozenset()) -> Snapshot:  # fmt: skip
     """The next snapshot, reading only what `changes` (the feed since `previous`) says moved: the runs' rows and the
     queue always (a few cheap queries), the tree only when a run came, went or changed its status or an evaluation
     landed, the lineage only when its runs' checkpoints, evaluations or spectra changed; new loss values of the
     selected run are appended. Anything else reads everything, as `take` does."""
     if previous is None or changes is None or changes.deleted or selected != previous.selected:
-        return take(reader, selected, now)
+        return take(reader, selected, now, compare)
     now = time.time() if now is None else now
     rows = {r.id: r for r in reader.runs(jobs=True)}
     if _shape(rows) != _shape(previous.rows):
-        return take(reader, selected, now)
+        return take(reader, selected, now, compare)
     queue = tuple(reader.queue(now))
     evaluated = _evaluated(reader, previous.lineage, changes)
     summaries = {run: eval_summary(run_evals) for run, run_evals in evaluated.items()}
@@ -139,7 +142,17 @@ def refresh(reader: Reader, previous: Snapshot | None, changes: Changes | None, 
                 view = _more_loss(reader, view, previous.seq)
             if set(evaluated) & chain or spectra or {r for r, _ in changes.checkpoints} & chain:
                 view = lineage(reader, view.run, tree, reuse=view, spectra=spectra, evals=evaluated)
+    compared = {}
+    touched = {r for r, _ in (*changes.evals, *changes.checkpoints)}
+    for run in sorted(compare - {selected}):
+        kept = previous.compared.get(run)
+        if run not in rows:
+            continue
+        if kept is None or touched & {r for r, _, _ in kept.runs}:
+            kept = lineage(reader, run, tree)
+        compared[run] = kept
     return dataclasses.replace(previous, seq=changes.seq, taken_at=now, tree=tree, rows=rows, queue=queue,
+                               compared=compared,
                                pending_jobs=_pending(queue), paused=reader.setting("queue.paused", "0") == "1",
                                lineage=view)  # fmt: skip
 

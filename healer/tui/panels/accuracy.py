@@ -32,6 +32,8 @@ OOD_STYLE, OOD_MARK = "yellow", "◆"
 PEAK_STYLE, PEAK_MARK = "bold red", "★"
 START_STYLE = "magenta"
 CURSOR_STYLE = "bold bright_white"
+OVERLAY_STYLES = ("bright_magenta", "bright_green", "bright_blue", "bright_red", "orange1", "turquoise2")
+OVERLAY_MARK = "◇"  # an overlaid run's OOD accuracy (`space` in the runs pane)
 LOSS_STYLE = "green"
 
 
@@ -73,6 +75,11 @@ def _split(lineage: Lineage, name: str) -> Split:
         lows.append(100 * acc.ci_low)
         highs.append(100 * acc.ci_high)
     return Split(tuple(xs), tuple(ys), tuple(lows), tuple(highs))
+
+
+def overlay_style(run: int) -> str:
+    """A compared run's colour: the same run keeps its colour however the selection changes."""
+    return OVERLAY_STYLES[run % len(OVERLAY_STYLES)]
 
 
 def series(lineage: Lineage) -> ChartData:
@@ -192,6 +199,7 @@ class AccuracyPanel(Widget, can_focus=True):
         self._data: ChartData | None = None
         self._cursor: int | None = None
         self._shown = False
+        self._overlays: tuple[tuple[int, str, Lineage], ...] = ()  # (run, name, its lineage), compared runs
 
     def compose(self) -> ComposeResult:
         yield Static(Text(EMPTY, no_wrap=True, overflow="ellipsis"), id="acc-empty")
@@ -240,14 +248,16 @@ class AccuracyPanel(Widget, can_focus=True):
         self._layout()
         self._draw()
 
-    def show(self, lineage: Lineage | None, cursor: int | None) -> None:
+    def show(self, lineage: Lineage | None, cursor: int | None,
+             overlays: tuple[tuple[int, str, Lineage], ...] = ()) -> None:  # fmt: skip
         """Show `lineage` with the cursor on `lineage.points[cursor]` (None or out of range: no cursor line).
 
         Called on every snapshot and cursor move: it clears both charts and plots again (a few datasets, cheap);
         a call with the same lineage object and cursor as the last does nothing.
         """
-        if self._shown and lineage is self._lineage and cursor == self._cursor:
+        if self._shown and lineage is self._lineage and cursor == self._cursor and overlays == self._overlays:
             return
+        self._overlays = overlays
         if lineage is not self._lineage:
             self._data = series(lineage) if lineage is not None and lineage.points else None
         self._lineage, self._cursor, self._shown = lineage, cursor, True
@@ -280,9 +290,15 @@ class AccuracyPanel(Widget, can_focus=True):
         loss.clear()
         if data is None or lineage is None:
             return
-        self.query_one("#acc-caption", Static).update(readout(data, lineage, self._cursor))
+        caption = readout(data, lineage, self._cursor)
+        drawn = [(run, name, series(ov), overlay_style(run)) for run, name, ov in self._overlays if ov.points]
+        for run, name, _, style in drawn:
+            caption.append(f"  {OVERLAY_MARK}{run} {name}", style)
+        self.query_one("#acc-caption", Static).update(caption)
 
         lo, hi = data.x_range
+        for _, _, ov, _ in drawn:
+            lo, hi = min(lo, ov.x_range[0]), max(hi, ov.x_range[1])
         # the panel's width, not the plot's: on the first show the plots have not been laid out yet
         plot_cells = max(1, self.size.width - acc.margin_left - 2)
         # points at exactly x max / y max land on textual-plot's right/top border (it maps max to the border cell):
@@ -315,6 +331,11 @@ class AccuracyPanel(Widget, can_focus=True):
                 acc.scatter(split.x, split.y, marker=mark, marker_style=style, label=label)
         if data.peak is not None and data.peak_y is not None:
             acc.scatter([data.peak], [data.peak_y], marker=PEAK_MARK, marker_style=PEAK_STYLE, label="OOD peak")
+        for run, _name, ov, style in drawn:  # compared runs: their OOD accuracy, in the run's own colour
+            if len(ov.ood.x) > 1:
+                acc.plot(ov.ood.x, ov.ood.y, line_style=style, hires_mode=HiResMode.BRAILLE)
+            if ov.ood.x:
+                acc.scatter(ov.ood.x, ov.ood.y, marker=OVERLAY_MARK, marker_style=style, label=f"OOD {run}")
 
         if data.loss_x:
             ymin, ymax = min(data.loss_y), max(data.loss_y)

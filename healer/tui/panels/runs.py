@@ -11,6 +11,7 @@ from textual.widgets import DataTable
 
 from healer.store.views import QueueRow, RunRow, TreeNode
 from healer.text import duration, progress
+from healer.tui.panels.accuracy import overlay_style
 from healer.tui.snapshot import Snapshot
 
 STATUS_GLYPHS = {  # glyph, style: the glyph alone reads under NO_COLOR
@@ -153,6 +154,7 @@ class RunsPane(DataTable[Text]):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
         self.lines: list[RunLine] = []
+        self.marked: set[int] = set()  # runs overlaid on the chart: their label is drawn in their overlay colour
 
     def show(self, lines: list[RunLine], selected: int | None) -> None:
         """Replace the rows (the columns that fit the pane's width), keeping the cursor on the selected run."""
@@ -171,7 +173,7 @@ class RunsPane(DataTable[Text]):
             label = line.label + (f" +{line.jobs}" if line.jobs else "")
             label = label if len(label) <= room else label[: room - 1] + "…"
             cells = {
-                "run": Text(label, no_wrap=True),
+                "run": Text(label, no_wrap=True, style=overlay_style(line.run) if line.run in self.marked else ""),
                 "": Text(glyph, style=style),
                 "method": Text(line.method, style="dim"),
                 "progress": Text(line.progress),
