@@ -89,14 +89,14 @@ class HealerApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "quit"),
         Binding("question_mark", "keys", "keys"),
-        Binding("slash", "filter", "filter"),
-        Binding("left", "cursor(-1)", "◀ ckpt", priority=True),
-        Binding("right", "cursor(1)", "ckpt ▶", priority=True),
+        Binding("slash", "filter", "filter", show=False),
+        Binding("left", "cursor(-1)", "ckpt", priority=True),
+        Binding("right", "cursor(1)", "ckpt", priority=True),
         Binding("1", "toggle('runs')", "runs", show=False),
         Binding("2", "toggle('accuracy')", "accuracy", show=False),
         Binding("3", "toggle('rotation')", "rotation", show=False),
         Binding("4", "queue", "queue"),
-        Binding("space", "compare", "compare"),
+        Binding("space", "compare", "compare", show=False),
         Binding("r", "queue_rl", "RL from here"),
         Binding("k", "keep", "keep", show=False),
         Binding("P", "pause", "pause queue", show=False),
@@ -115,6 +115,7 @@ class HealerApp(App[None]):
         super().__init__()
         self.alarm_drop = alarm_drop
         self._alarmed: set[int] = set()  # runs whose forgetting alarm was already notified
+        self.headless_screen = False  # --once: a screen to print, no toasts over it (the runs pane still flags ⚠)
         self.db = db
         self.clock = clock
         self.interval = interval
@@ -174,7 +175,8 @@ class HealerApp(App[None]):
         for line in run_lines(snapshot, alarm_drop=self.alarm_drop):
             if line.alarm and line.run not in self._alarmed:  # once per run
                 self._alarmed.add(line.run)
-                self.notify(line.alarm, title="forgetting", severity="warning", timeout=12)
+                if not self.headless_screen:
+                    self.notify(line.alarm, title="forgetting", severity="warning", timeout=12)
         self.query_one(QueuePane).show(snapshot.queue)
         self._render_panels()
         self._header(None)
@@ -427,6 +429,7 @@ def once(db: Path, width: int, height: int, immutable: bool = False, svg: Path |
     import asyncio
 
     app = HealerApp(db, immutable=immutable, select=select)
+    app.headless_screen = True
     text: list[str] = []
 
     async def pilot(p: object) -> None:
