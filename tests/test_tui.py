@@ -204,7 +204,7 @@ def test_readout_names_the_checkpoint_under_the_cursor(store: tuple[Path, dict[s
 
 
 async def _ready(app: HealerApp, pilot: Any, what: Any = None) -> None:
-    for _ in range(200):
+    for _ in range(600):  # up to 30 s: a loaded 2-core CI machine
         if app.snapshot is not None and (what is None or what()):
             await pilot.pause()
             return
@@ -322,7 +322,7 @@ def test_snapshot_detail(snap_compare: Any, store: tuple[Path, dict[str, int]]) 
     async def detail(pilot: Any) -> None:
         await _settled(pilot)
         await pilot.press("enter")
-        for _ in range(100):
+        for _ in range(600):
             await pilot.pause(0.05)
             tables = pilot.app.screen.query("#checkpoint-table")
             if tables and tables.first().row_count:
@@ -410,7 +410,7 @@ async def test_enter_opens_the_run_detail_and_escape_comes_back(store: tuple[Pat
     async with app.run_test(size=(80, 24)) as pilot:
         await _ready(app, pilot)
         await pilot.press("enter")
-        for _ in range(100):
+        for _ in range(600):
             await pilot.pause(0.05)
             if app.screen.query("#checkpoint-table") and app.screen.query_one("#checkpoint-table").row_count:
                 break
@@ -548,7 +548,7 @@ async def test_k_p_r_c_write_what_the_cli_would(store: tuple[Path, dict[str, int
         await pilot.press("plus", "plus", "minus")  # at once, as the CLI's `queue priority` would
         await _ready(app, pilot, lambda: next(r.priority for r in app.snapshot.queue if r.id == runs["waiting"]) == 1)
         await pilot.press("c", "enter")
-        for _ in range(50):
+        for _ in range(600):
             await pilot.pause(0.05)
             if not app.screen.query("#dialog"):
                 break
