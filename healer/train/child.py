@@ -50,15 +50,18 @@ def execute_one(store: Store, run_id: int) -> int:
     stop_heartbeat = _start_heartbeat(store.path, run_id)
     try:
         execute(store.run(run_id), build_spec(run.spec_dict, source=f"run {run_id}"), store)
-    except RunCancelled as cancel:
-        store.finish_run(run_id, Status.CANCELLED, exit_code=130, reason=str(cancel))
-        print(f"healer: run {run_id} cancelled ({cancel})", flush=True)
-        raise
-    except HealerError as exc:  # a user-facing fault (a checkpoint gone or unreadable, ...): one line, no traceback
-        print(f"healer: error: {exc}", flush=True)
-        store.finish_run(run_id, Status.FAILED, exit_code=1, reason=str(exc)[:2000])
-        return 1
     except BaseException as exc:
+        if isinstance(exc, RunCancelled) or _received:  # a library may wrap our cancel (an import failing under it)
+            reason = str(exc) if isinstance(exc, RunCancelled) else _received[0]
+            if not isinstance(exc, RunCancelled):
+                traceback.print_exc()
+            store.finish_run(run_id, Status.CANCELLED, exit_code=130, reason=reason)
+            print(f"healer: run {run_id} cancelled ({reason})", flush=True)
+            raise RunCancelled(reason) from None
+        if isinstance(exc, HealerError):  # a user-facing fault (a checkpoint gone or unreadable, ...): one line
+            print(f"healer: error: {exc}", flush=True)
+            store.finish_run(run_id, Status.FAILED, exit_code=1, reason=str(exc)[:2000])
+            return 1
         traceback.print_exc()
         store.finish_run(run_id, Status.FAILED, exit_code=1, reason=f"{type(exc).__name__}: {exc}"[:2000])
         return 1
@@ -93,12 +96,15 @@ def execute(run: Run, spec: RunSpec, store: Store) -> None:
 
 SIGNAL_MEANING = {"SIGINT": " (Ctrl-C)", "SIGHUP": " (its terminal closed)"}
 _cancel_reason: list[str] = []  # set by the parent watchdog before it signals the main thread
+_received: list[str] = []  # the cancels received, whatever exception they surface as
 
 
 def _install_signal_handlers() -> None:
     def cancel(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        raise RunCancelled(_cancel_reason[0] if _cancel_reason else f"received {name}{SIGNAL_MEANING.get(name, '')}")
+        reason = _cancel_reason[0] if _cancel_reason else f"received {name}{SIGNAL_MEANING.get(name, '')}"
+        _received.append(reason)
+        raise RunCancelled(reason)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, cancel)
