@@ -287,3 +287,28 @@ def test_lora_sft_run_trains_adapters_only(healer_home: Path) -> None:
     assert lora_b and all(adapters[name].abs().sum() > 0 for name in lora_b), "LoRA B starts at zero and must move"
     assert json.loads((checkpoint / "adapter_config.json").read_text())["r"] == 4
     assert {(e["step"], e["split"]) for e in detail["evals"]} >= {(12, "id"), (12, "ood")}  # the adapter generates
+
+
+def test_a_cancel_that_a_library_wraps_is_still_a_cancel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM during a lazy import surfaced as RuntimeError (trl's import machinery wraps it): still cancelled."""
+    from healer.train import child
+
+    with Store(tmp_path / "healer.db") as store:
+        run = store.create_run(kind="sft", method="sft", name="x", spec={})
+
+        def wrapped(*args: object) -> None:
+            monkeypatch.setattr(child, "_received", ["received SIGTERM"])  # what the signal handler records
+            raise RuntimeError("Failed to import trl.trainer.sft_trainer")
+
+        monkeypatch.setattr(child, "execute", wrapped)
+        monkeypatch.setattr(child, "build_spec", lambda *a, **k: None)
+        with pytest.raises(child.RunCancelled):
+            child.execute_one(store, run.id)
+        cancelled = store.run(run.id)
+        assert (cancelled.status, cancelled.exit_code, cancelled.reason) == ("cancelled", 130, "received SIGTERM")
+
+        other = store.create_run(kind="sft", method="sft", name="y", spec={})
+        monkeypatch.setattr(child, "_received", [])
+        monkeypatch.setattr(child, "execute", lambda *a: (_ for _ in ()).throw(RuntimeError("a real bug")))
+        assert child.execute_one(store, other.id) == 1  # without a signal, the same exception is a failure
+        assert store.run(other.id).status == "failed"
