@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -115,3 +116,16 @@ def forgetting(evals: list[Eval], protocol: str | None = None) -> Forgetting | N
     return Forgetting(peak_step, peak.accuracy, last_step, last.accuracy,
                       float(Fraction(peak.correct, peak.n) - Fraction(last.correct, last.n)),
                       last.ci_high < peak.ci_low, rising)  # fmt: skip
+
+
+def eval_overrides(overrides: list[str], split: str | None = None, n: int | None = None,
+                   protocol: str | None = None) -> list[str]:  # fmt: skip
+    """`healer eval`'s --split, --n and --protocol as the `--set` overrides they stand for."""
+    extra = [*overrides]
+    if split:
+        extra.append(f"eval.splits={json.dumps(split.split(','))}")
+    if n is not None:
+        extra.append(f"task.eval_n={n}")
+    if protocol:
+        extra.append(f"eval.protocol={json.dumps(protocol)}")
+    return extra

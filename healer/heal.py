@@ -23,7 +23,8 @@ from typing import Any
 
 from healer.errors import HealerError
 from healer.evals import PEAK_RULES, by_step, find_peaks
-from healer.refs import CheckpointRef, resolve_checkpoint
+from healer.presets import Preset, renamed
+from healer.refs import CheckpointRef, check_startable, resolve_checkpoint
 from healer.store import Eval, Run, Store
 
 DEFAULT_AT = ("peak-ood", "last")
@@ -58,6 +59,22 @@ def choose_starts(store: Store, sft: Run, at: str | None = None, around: str | N
         ref = resolve_checkpoint(store, f"{sft.id}@{step}")
         starts.append(Start(ref, tuple(name for name, s in named.items() if s == step)))
     return starts
+
+
+def queue_starts(store: Store, sft: Run, preset: Preset, starts: list[Start], priority: int) -> list[Run]:
+    """`healer heal --queue` (and the TUI's `h`): one queued RL run per start point, each waiting for nothing (its
+    checkpoint exists already), every start checked before the first is queued."""
+    from healer import queue
+
+    for start in starts:
+        check_startable(start.ref)
+    return [queue.add(store, named(preset, start), start=f"{sft.id}@{start.step}", priority=priority)
+            for start in starts]  # fmt: skip
+
+
+def named(preset: Preset, start: Start) -> Preset:
+    """The RL run's name: the preset's, and where it starts (`tiny-grpo-from-40`)."""
+    return renamed(preset, f"{preset.spec.name}-from-{start.step}")
 
 
 def _items(text: str, option: str) -> list[str]:

@@ -234,6 +234,15 @@ def load_preset(ref: str, overrides: list[str] = ()) -> Preset:  # type: ignore[
     return Preset(spec=resolve(build_spec(data, source=source), source=source), path=path.resolve(), text=text)
 
 
+def load_rl_preset(ref: str, overrides: list[str] = ()) -> Preset:  # type: ignore[assignment]
+    """load_preset for RL from a checkpoint (`queue add --from`, `heal`, the TUI's `r` and `h`): method grpo or rloo."""
+    loaded = load_preset(ref, overrides)
+    if loaded.spec.method not in RL_METHODS:
+        raise HealerError(f"{loaded.path}: method = {loaded.spec.method!r}; RL from a checkpoint needs a preset with "
+                          f"method = {' or '.join(map(repr, RL_METHODS))}")  # fmt: skip
+    return loaded
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     """`train.lr=1e-4` -> ("train.lr", 0.0001); values are TOML literals, else plain strings."""
     key, sep, raw = item.partition("=")

@@ -19,7 +19,7 @@ from healer.errors import HealerError
 from healer.presets import Preset, spec_dict_starting_from
 from healer.refs import NAMED, CheckpointRef, check_startable, resolve_checkpoint
 from healer.runner import CANCEL_GRACE_S, create_run, reap_dead, stop_process_group
-from healer.store import FINISHED, Run, Status, Store, pid_alive
+from healer.store import FINISHED, Kind, Run, Status, Store, pid_alive
 
 PAUSED = "queue.paused"
 
@@ -131,19 +131,50 @@ def resolved_start(store: Store, run: Run) -> dict[str, Any]:
             "parent_run": ref.run.id if ref.run else None, "parent_step": ref.step if ref.run else None}  # fmt: skip
 
 
-def enqueue_job(store: Store, run: Run, step: int, path: str, kind: str = "eval") -> Run | None:
+def enqueue_job(store: Store, run: Run, step: int, path: str, kind: str = "eval",
+                spec: dict[str, Any] | None = None, priority: int | None = None) -> Run | None:  # fmt: skip
     """Queue a job on one of a run's checkpoints for a worker: its ID/OOD evaluation (kind `eval`) or its spectra
     (kind `spectra`); None when one is pending already.
 
     The job is a `runs` row whose parent is the checkpoint (parent_run, parent_step); it writes its results under
-    the training run, so they read exactly as if the training process had made them."""
-    for job in store.checkpoint_jobs(run.id):
-        if job.kind == kind and job.parent_step == step and job.status in (Status.QUEUED, Status.RUNNING):
-            return None
+    the training run, so they read exactly as if the training process had made them. Its settings are its own
+    spec (the run's, unless `spec` changes them: another split, protocol, reference or k)."""
+    if pending_job(store, run.id, step, kind) is not None:
+        return None
     out_dir = Path(run.out_dir or store.path.parent / "runs" / f"{run.id:05d}") / "jobs"
-    return store.create_run(kind=kind, method=kind, name=f"{kind} {run.id}@{step}", spec=run.spec_dict,
-                            model_path=path, parent_run=run.id, parent_step=step, queued=1, priority=run.priority,
-                            out_dir=str(out_dir), log_path=str(out_dir / f"{kind}-{step}.log"))  # fmt: skip
+    return store.create_run(kind=kind, method=kind, name=f"{kind} {run.id}@{step}", spec=spec or run.spec_dict,
+                            model_path=path, parent_run=run.id, parent_step=step, queued=1,
+                            priority=run.priority if priority is None else priority, out_dir=str(out_dir),
+                            log_path=str(out_dir / f"{kind}-{step}.log"))  # fmt: skip
+
+
+def queue_checkpoint_job(store: Store, target: CheckpointRef, kind: str, overrides: list[str],
+                         priority: int = 0) -> Run:  # fmt: skip
+    """`healer eval RUN@STEP --queue` and `healer spectra measure RUN@STEP --queue` (and the TUI's `e` and `s`): one
+    job for a worker on a run's checkpoint, with the run's settings changed by `overrides` (checked now)."""
+    from healer.presets import build_spec, with_overrides
+
+    run = target.run
+    if run is None or run.kind in (Kind.EVAL, Kind.SPECTRA):
+        raise HealerError(f"{target.label}: --queue takes a checkpoint of a healer run (RUN@STEP); evaluate a "
+                          "directory now, without --queue")  # fmt: skip
+    check_startable(target)
+    spec = with_overrides(build_spec(run.spec_dict, source=f"run {run.id}"), overrides, source="--set")
+    pending = pending_job(store, run.id, target.step, kind)
+    if pending is not None:
+        raise HealerError(f"a {kind} job on {run.id}@{target.step} is {pending.status} already (run {pending.id}); "
+                          f"wait for it, or `healer queue cancel {pending.id}` first")  # fmt: skip
+    job = enqueue_job(store, run, target.step, target.path, kind, spec=spec.to_dict(), priority=priority)
+    if job is None:  # another process queued one between the check and the insert
+        raise HealerError(f"a {kind} job on {run.id}@{target.step} was queued a moment ago; `healer queue ls`")
+    return job
+
+
+def pending_job(store: Store, run: int, step: int, kind: str) -> Run | None:
+    """The job of this kind on RUN@STEP that is queued or running, if one is."""
+    waiting = (Status.QUEUED, Status.RUNNING)
+    jobs = store.checkpoint_jobs(run)
+    return next((j for j in jobs if j.kind == kind and j.parent_step == step and j.status in waiting), None)
 
 
 def paused(store: Store) -> bool:

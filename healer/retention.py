@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from healer.errors import HealerError
 from healer.evals import find_peaks
 from healer.presets import build_spec, keep_last
 from healer.store import Checkpoint, Run, Status, Store
@@ -82,3 +83,32 @@ def prune(store: Store, run_id: int, keep: str | None = None, *, dry_run: bool =
         print(f"healer: pruned checkpoints {', '.join(map(str, steps))} of run {run.id} (keep = last:{last})",
               flush=True)  # fmt: skip
     return steps
+
+
+def delete_run(store: Store, run: Run, *, files: bool = True) -> str:
+    """`healer runs rm RUN` (and the TUI's `d`): remove a finished run and its records; with files, its folder too
+    when healer made it (under the store's runs/ folder). Never a queued or running run, nor one that other runs
+    started from or wait for: their lineage would lose its parent. Returns what happened, in one line."""
+    if run.status not in (Status.DONE, Status.FAILED, Status.CANCELLED):
+        hint = f"`healer queue {'cancel' if run.status == Status.RUNNING else 'rm'} {run.id}` first"
+        raise HealerError(f"run {run.id} is {run.status}; only a finished run can be deleted ({hint})")
+    if run.is_checkpoint_job:
+        raise HealerError(f"run {run.id} is a job on run {run.parent_run}'s checkpoint; it goes with that run")
+    started = [r.id for r in store.children(run.id)]
+    waiting = [r.id for r in store.waiting_on(run.id)]
+    if started or waiting:
+        names = ", ".join(map(str, dict.fromkeys(started + waiting)))
+        raise HealerError(f"runs {names} started from run {run.id} or wait for it; delete them first (their lineage "
+                          "would lose its parent)")  # fmt: skip
+    jobs = [j for j in store.checkpoint_jobs(run.id) if j.status in ACTIVE]
+    if jobs:
+        raise HealerError(f"jobs {', '.join(str(j.id) for j in jobs)} still read run {run.id}'s checkpoints; "
+                          "`healer queue cancel` them or wait")  # fmt: skip
+    folder = Path(run.out_dir) if run.out_dir else None
+    own = folder is not None and folder.resolve().is_relative_to((store.path.parent / "runs").resolve())
+    rows = store.delete_finished_run(run.id)
+    if files and own and folder is not None and folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        return f"run {run.id} ({run.name}) deleted: {rows} rows and its folder {folder}"
+    kept = f"; its files stay in {folder}" if folder is not None and folder.exists() else ""
+    return f"run {run.id} ({run.name}) deleted: {rows} rows{kept}"

@@ -4,6 +4,7 @@ this process) and storing the rows, and the readings `healer spectra show` draws
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,14 @@ def settings_of(spectra: SpectraSpec, **changes: Any) -> Any:
     return Settings(**{**values, "modules": parse_modules(values["modules"])})
 
 
+def spectra_overrides(**changes: Any) -> list[str]:
+    """`healer spectra measure`'s --ref, --k, --modules, --method and --device as `--set spectra.KEY=...` overrides
+    (what a queued spectra job runs with)."""
+    if isinstance(changes.get("modules"), str):
+        changes["modules"] = changes["modules"].split(",")
+    return [f"spectra.{key}={json.dumps(value)}" for key, value in changes.items() if value is not None]
+
+
 def measure(store: Store, target: CheckpointRef, reference: CheckpointRef, settings: Any,
             say: Callable[[str], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Measure a checkpoint against a reference and store the rows under the checkpoint's run and step (a bare
@@ -89,7 +98,7 @@ def measure_in_run(store: Store, run: Run, step: int, spec: RunSpec, say: Callab
 def run_spectra_job(job: Run, store: Store) -> None:
     assert job.parent_run is not None and job.parent_step is not None
     parent = store.run(job.parent_run)
-    spec = build_spec(parent.spec_dict, source=f"run {parent.id}")
+    spec = build_spec(job.spec_dict, source=f"run {job.id}")  # the parent's, unless `spectra measure --queue` set some
     measure_in_run(store, parent, job.parent_step, spec)
 
 

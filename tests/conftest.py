@@ -1,4 +1,5 @@
-"""Every test gets its own $HEALER_HOME, so no test sees another's database, runs or models."""
+"""Every test gets its own $HEALER_HOME and $XDG_CONFIG_HOME, so no test sees another's database, runs, models or
+TUI settings (nor the user's own)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ T = TypeVar("T")
 def healer_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("HEALER_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("HEALER_DB", raising=False)
     monkeypatch.delenv("COLUMNS", raising=False)  # captured output is whole, whatever terminal runs the suite
     return home

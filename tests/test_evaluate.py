@@ -74,3 +74,22 @@ def test_batched_generation_matches_one_at_a_time(tiny: tuple) -> None:
     single = generate(model, tokenizer, conversations, dataclasses.replace(settings, batch_size=1))
     assert sum(a == b for a, b in zip(batched, single, strict=True)) >= 10
     assert tokenizer.padding_side == "left"
+
+
+def test_a_queued_evaluation_job_runs_with_its_own_settings(tiny: tuple, tmp_path: Path) -> None:
+    """`healer eval RUN@STEP --queue --split ood --protocol feedback` (the TUI's `e`): the job carries the changed
+    settings, and the job's process evaluates with them, storing the rows under the run."""
+    from healer.evals import eval_overrides
+    from healer.queue import queue_checkpoint_job
+    from healer.refs import resolve_checkpoint
+    from healer.train.checkpoints import run_eval_job
+
+    _, _, path = tiny
+    store = Store(tmp_path / "h.db")
+    run = store.create_run(kind="sft", method="sft", name="r", spec=spec_for().to_dict(), model_path=path)
+    target = resolve_checkpoint(store, f"{run.id}@0")
+    job = queue_checkpoint_job(store, target, "eval", eval_overrides([], "ood", 6, "feedback"))
+    run_eval_job(store.run(job.id), store)
+    (e,) = store.evals(run.id)
+    assert (e.step, e.split, e.n, e.protocol) == (0, "ood", 6, "feedback")
+    assert run.spec_dict["eval"]["protocol"] == "single"  # the run's own settings are untouched

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from healer import queue
 from healer.cli.common import (
     App,
     Column,
@@ -21,9 +22,10 @@ from healer.cli.common import (
     print_table,
     show_wide,
 )
+from healer.evals import eval_overrides
 from healer.presets import RunSpec, build_spec, load_preset, starting_from, with_overrides
 from healer.refs import CheckpointRef, resolve_checkpoint
-from healer.store import Store
+from healer.store import Run, Store
 from healer.store.views import eval_row, to_plain
 
 
@@ -55,13 +57,23 @@ def run_eval(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", "-s", help="override, e.g. eval.temperature=0.7")
     ] = None,
+    to_queue: Annotated[
+        bool, typer.Option("--queue", help="queue an evaluation job per checkpoint for `healer worker` instead")
+    ] = False,
+    priority: Annotated[int, typer.Option(help="--queue: the jobs' priority")] = 0,
     wide: WideOption = False,
     json_out: Annotated[bool, typer.Option("--json", help="print the stored evaluations as JSON")] = False,
 ) -> None:
-    """Evaluate checkpoints now, in this process, and store accuracy with Wilson 95 % intervals."""
+    """Evaluate checkpoints now, in this process, and store accuracy with Wilson 95 % intervals (or queue them)."""
     show_wide(wide)
     store = open_store()
     targets = _targets(store, ref)
+    if to_queue:
+        if preset:
+            fail("--preset is for a bare directory; --queue takes a run's checkpoints (RUN or RUN@STEP)")
+        extra = eval_overrides(overrides or [], split, n, protocol)
+        queue_jobs(store, [queue.queue_checkpoint_job(store, t, "eval", extra, priority) for t in targets], json_out)
+        return
     spec = _spec(targets[0], preset, overrides or [], split, n, protocol)
     from healer.train.checkpoints import evaluate_checkpoint
 
@@ -98,15 +110,20 @@ def _spec(target: CheckpointRef, preset: str | None, overrides: list[str], split
         spec = build_spec(target.run.spec_dict, source=f"run {target.run.id}")
     else:
         spec = RunSpec()
-    extra = [*overrides]
-    if split:
-        extra.append(f"eval.splits={json.dumps(split.split(','))}")
-    if n is not None:
-        extra.append(f"task.eval_n={n}")
-    if protocol:
-        extra.append(f"eval.protocol={json.dumps(protocol)}")
+    extra = eval_overrides(overrides, split, n, protocol)
     spec = with_overrides(spec, extra, source="healer eval") if extra else spec
     return starting_from(spec, target.path)
+
+
+def queue_jobs(store: Store, jobs: list[Run], json_out: bool) -> None:
+    """What `--queue` prints: the jobs as the queue lists them, or a line naming them and the worker."""
+    if json_out:
+        rows = {r.id: r for r in open_reader().queue()}
+        print_json([rows[j.id] for j in jobs])
+        return
+    names = ", ".join(f"{j.id} ({j.name})" for j in jobs)
+    out.print(f"queued {names}; `healer worker` runs {'it' if len(jobs) == 1 else 'them'}, `healer queue ls` "
+              "shows where they are", markup=False)  # fmt: skip
 
 
 def _eval_cells(r: dict[str, Any]) -> list[Any]:

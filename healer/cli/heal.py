@@ -6,7 +6,6 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from healer import heal as sweep
-from healer import queue
 from healer.cli.common import (
     App,
     Column,
@@ -21,7 +20,7 @@ from healer.cli.common import (
 )
 from healer.cli.runs import start_run
 from healer.errors import HealerError
-from healer.presets import RL_METHODS, Preset, load_preset, renamed
+from healer.presets import Preset, load_rl_preset
 from healer.refs import check_startable
 from healer.runner import run_foreground
 from healer.store import Run, Status, Store
@@ -63,13 +62,10 @@ def heal(
     sft = store.find_run(sft_run)
     if preset is None:
         raise HealerError("heal needs the RL preset: --preset presets/tiny-grpo.toml (or --report to only read)")
-    loaded = load_preset(preset, overrides or [])
-    if loaded.spec.method not in RL_METHODS:
-        raise HealerError(f"{loaded.path}: method = {loaded.spec.method!r}; heal runs RL, so the preset needs "
-                          f"method = {' or '.join(map(repr, RL_METHODS))}")  # fmt: skip
+    loaded = load_rl_preset(preset, overrides or [])
     starts = sweep.choose_starts(store, sft, at=at, around=around, count=count, steps=steps)
     if to_queue:
-        queued = queue_sweep(store, sft, loaded, starts, priority)
+        queued = sweep.queue_starts(store, sft, loaded, starts, priority)
         if json_out:
             rows = {r.id: r for r in open_reader().queue()}
             print_json([rows[r.id] for r in queued])
@@ -91,7 +87,7 @@ def run_sweep(store: Store, sft: Run, preset: Preset, starts: list[sweep.Start],
     finished: list[Run] = []
     for i, start in enumerate(starts, 1):
         labels = f" ({', '.join(start.labels)})" if start.labels else ""
-        created = start_run(store, _named(preset, start), f"{sft.id}@{start.step}")
+        created = start_run(store, sweep.named(preset, start), f"{sft.id}@{start.step}")
         err.print(f"heal {i}/{len(starts)}: run {created.id} {created.name} from run {sft.id}@{start.step}{labels}; "
                   f"log: {created.log_path}", markup=False)  # fmt: skip
         run = run_foreground(store, created, echo=echo)
@@ -102,18 +98,6 @@ def run_sweep(store: Store, sft: Run, preset: Preset, starts: list[sweep.Start],
             err.print("heal: cancelled; the remaining start points were not run", markup=False)
             break
     return finished
-
-
-def queue_sweep(store: Store, sft: Run, preset: Preset, starts: list[sweep.Start], priority: int) -> list[Run]:
-    """One queued RL run per start point, each waiting for nothing: its checkpoint exists already."""
-    for start in starts:
-        check_startable(start.ref)
-    return [queue.add(store, _named(preset, start), start=f"{sft.id}@{start.step}", priority=priority)
-            for start in starts]  # fmt: skip
-
-
-def _named(preset: Preset, start: sweep.Start) -> Preset:
-    return renamed(preset, f"{preset.spec.name}-from-{start.step}")
 
 
 def print_heal_table(view: HealSweep, json_out: bool = False) -> None:

@@ -29,7 +29,7 @@ from healer.store import Run, Status, Store
 from healer.store.views import RunDetail, TreeNode, curve, start_label, to_plain
 from healer.text import flatten, progress
 
-app = App(help="Runs and their lineage.")
+app = App(help="Runs and their lineage: ls, show, tree, keep, prune, rm.")
 
 EXIT_CODES = {Status.DONE: 0, Status.FAILED: 1, Status.CANCELLED: 130}
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
@@ -314,6 +314,21 @@ def prune(
         out.print(f"run {run.id}: nothing to prune", markup=False)
     elif dry_run:
         out.print(f"run {run.id}: would delete checkpoints {', '.join(map(str, steps))}", markup=False)
+
+
+@app.command("rm")
+def rm(
+    ref: RunArgument,
+    keep_files: Annotated[
+        bool, typer.Option("--keep-files", help="remove the records only; its folder (checkpoints, log) stays")
+    ] = False,
+) -> None:
+    """Delete a finished run: its metrics, checkpoints, evaluations and spectra, and the folder healer made for it.
+    Never a running or queued run, nor one that other runs started from or wait for."""
+    from healer.retention import delete_run
+
+    store = open_store()
+    out.print(delete_run(store, store.find_run(ref), files=not keep_files), markup=False)
 
 
 def register(root: App) -> None:

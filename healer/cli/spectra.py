@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from healer import queue
 from healer import spectra as core
 from healer.cli.common import (
     App,
@@ -21,7 +22,7 @@ from healer.cli.common import (
     print_table,
     show_wide,
 )
-from healer.cli.evaluate import print_accuracy
+from healer.cli.evaluate import print_accuracy, queue_jobs
 from healer.errors import HealerError
 from healer.presets import SpectraSpec, build_spec
 from healer.refs import resolve_checkpoint
@@ -57,6 +58,8 @@ def measure(
     method: Annotated[str | None, typer.Option(help="auto, exact or fast")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
     full: Annotated[bool, typer.Option(help="--json: every angle (sorted) and singular-value drift too")] = False,
+    to_queue: Annotated[bool, typer.Option("--queue", help="queue a spectra job for `healer worker` instead")] = False,
+    priority: Annotated[int, typer.Option(help="--queue: the job's priority")] = 0,
     wide: WideOption = False,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON (one object per matrix and side)")] = False,
 ) -> None:
@@ -72,6 +75,10 @@ def measure(
     store = open_store()
     checkpoint = resolve_checkpoint(store, target)
     reference = core.resolve_reference(store, checkpoint, ref)
+    if to_queue:
+        extra = core.spectra_overrides(ref=ref, k=k, modules=modules, method=method, device=device)
+        queue_jobs(store, [queue.queue_checkpoint_job(store, checkpoint, "spectra", extra, priority)], json_out)
+        return
     section = build_spec(checkpoint.run.spec_dict).spectra if checkpoint.run else SpectraSpec()
     settings = core.settings_of(section, k=k, modules=modules, method=method, device=device)
     say = (lambda line: err.print(line, markup=False)) if sys.stderr.isatty() else None

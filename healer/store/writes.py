@@ -255,6 +255,30 @@ class Store:
             )
             self.conn.execute("DELETE FROM runs WHERE id = ? AND status = 'queued'", [run_id])
 
+    def delete_finished_run(self, run_id: int) -> int:
+        """Remove a finished run and everything recorded under it (metrics, checkpoints, evaluations with their
+        samples, spectra, its checkpoint jobs) in one transaction; returns the rows removed. The caller checks that
+        no run started from it or waits for it."""
+        removed = 0
+        with atomic(self.conn):
+            self.conn.execute(
+                "UPDATE runs SET after_run = NULL WHERE after_run = ? AND status IN ('done', 'failed', 'cancelled')",
+                [run_id],
+            )
+            statements = (
+                "DELETE FROM eval_samples WHERE eval_id IN (SELECT id FROM evals WHERE run_id = ?)",
+                "DELETE FROM evals WHERE run_id = ?",
+                "DELETE FROM metrics WHERE run_id = ?",
+                "DELETE FROM spectra WHERE run_id = ?",
+                "DELETE FROM checkpoints WHERE run_id = ?",
+                f"DELETE FROM runs WHERE parent_run = ? AND {CHECKPOINT_JOB} AND status IN ('done', 'failed', "
+                "'cancelled')",
+                "DELETE FROM runs WHERE id = ? AND status IN ('done', 'failed', 'cancelled')",
+            )
+            for sql in statements:
+                removed += self.conn.execute(sql, [run_id]).rowcount
+        return removed
+
     def setting(self, key: str, default: str | None = None) -> str | None:
         row = self.conn.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
         return default if row is None else row[0]

@@ -48,8 +48,9 @@ def evaluate_checkpoint(store: Store, target: CheckpointRef, spec: RunSpec) -> l
 
 
 def run_eval_job(job: Run, store: Store) -> None:
-    """An evaluation job: evaluate one checkpoint of its parent run with the parent's settings, stored under the
-    parent's id and step, then let retention prune what the new evaluation no longer protects."""
+    """An evaluation job: evaluate one checkpoint of its parent run with the job's settings (the parent's, unless
+    `healer eval --queue` changed them), stored under the parent's id and step, then let retention prune what the new
+    evaluation no longer protects."""
     from healer.evals import describe_eval
     from healer.presets import build_spec, starting_from
     from healer.refs import resolve_checkpoint
@@ -58,7 +59,7 @@ def run_eval_job(job: Run, store: Store) -> None:
     assert job.parent_run is not None and job.parent_step is not None
     parent = store.run(job.parent_run)
     target = resolve_checkpoint(store, f"{parent.id}@{job.parent_step}")
-    spec = starting_from(build_spec(parent.spec_dict, source=f"run {parent.id}"), target.path)
+    spec = starting_from(build_spec(job.spec_dict, source=f"run {job.id}"), target.path)
     print(f"healer: evaluating {target.label} ({target.path})", flush=True)
     for e in evaluate_checkpoint(store, target, spec):
         print(describe_eval(e), flush=True)

@@ -8,9 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from healer import queue
+from healer import paths, queue
 from healer.errors import HealerError
-from healer.presets import RL_METHODS, load_preset, renamed
+from healer.presets import load_rl_preset, renamed
+from healer.refs import resolve_checkpoint
 from healer.store import Store
 
 
@@ -30,10 +31,7 @@ def queue_rl(preset: str, run: int, step: int, overrides: list[str], priority: i
     parts += [x for o in overrides for x in ("--set", o)] + (["--priority", str(priority)] if priority else [])
 
     def do(db: Path) -> str:
-        loaded = load_preset(preset, overrides)
-        if loaded.spec.method not in RL_METHODS:
-            raise HealerError(f"{loaded.path}: method = {loaded.spec.method!r}; RL from a checkpoint needs a preset "
-                              f"with method = {' or '.join(map(repr, RL_METHODS))}")  # fmt: skip
+        loaded = load_rl_preset(preset, overrides)
         with Store(db) as store:
             added = queue.add(store, renamed(loaded, f"{loaded.spec.name}-from-{run}@{step}"),
                               start=f"{run}@{step}", priority=priority)  # fmt: skip
@@ -96,3 +94,90 @@ def priority(run: int, value: int) -> Action:
             return queue.set_priority(store, store.run(run), value)
 
     return Action("change the priority", f"healer queue priority {run} {value}", do)
+
+
+def heal(sft: int, preset: str, *, around: int | None = None, count: int = 5, at: str | None = None,
+         overrides: list[str] = (), priority: int = 0) -> Action:  # type: ignore[assignment]  # fmt: skip
+    """`h`: a heal sweep queued from the run's checkpoints, around the one under the cursor or at picks such as
+    peak-ood,last (`healer heal SFT --preset P --around SFT@STEP --count N --queue`)."""
+    from healer import heal as sweep
+
+    around_ref = str(around) if around is not None else None
+    picks = None if around_ref else (at or "peak-ood,last")
+    where = ["--around", around_ref, "--count", str(count)] if around_ref else ["--at", str(picks)]
+    parts = ["healer", "heal", str(sft), "--preset", preset, *where]
+    parts += [x for o in overrides for x in ("--set", o)] + (["--priority", str(priority)] if priority else [])
+
+    def do(db: Path) -> str:
+        loaded = load_rl_preset(preset, list(overrides))
+        with Store(db) as store:
+            run = store.run(sft)
+            starts = sweep.choose_starts(store, run, at=picks, around=around_ref, count=count)
+            queued = sweep.queue_starts(store, run, loaded, starts, priority)
+        steps = ", ".join(str(s.step) for s in starts)
+        return f"queued runs {', '.join(str(r.id) for r in queued)}: RL from run {sft} at steps {steps}"
+
+    return Action("queue a heal sweep", shlex.join([*parts, "--queue"]), do)
+
+
+def evaluate(run: int, step: int, split: str = "", protocol: str = "") -> Action:
+    """`e`: an evaluation job on the checkpoint for a worker (`healer eval RUN@STEP --split S --protocol P --queue`)."""
+    from healer.evals import eval_overrides
+
+    parts = ["healer", "eval", f"{run}@{step}", *(["--split", split] if split else []),
+             *(["--protocol", protocol] if protocol else []), "--queue"]  # fmt: skip
+
+    def do(db: Path) -> str:
+        with Store(db) as store:
+            target = resolve_checkpoint(store, f"{run}@{step}")
+            job = queue.queue_checkpoint_job(store, target, "eval", eval_overrides([], split or None, None,
+                                                                                   protocol or None))  # fmt: skip
+        return f"queued job {job.id} ({job.name}); `healer worker` runs it"
+
+    return Action("evaluate this checkpoint", shlex.join(parts), do)
+
+
+def spectra(run: int, step: int, ref: str = "base", k: int | None = None) -> Action:
+    """`s`: a spectra job on the checkpoint for a worker (`healer spectra measure RUN@STEP --ref R --k K --queue`)."""
+    from healer.spectra import spectra_overrides
+
+    parts = ["healer", "spectra", "measure", f"{run}@{step}", "--ref", ref, *(["--k", str(k)] if k else []), "--queue"]
+
+    def do(db: Path) -> str:
+        from healer.spectra import resolve_reference
+
+        with Store(db) as store:
+            target = resolve_checkpoint(store, f"{run}@{step}")
+            resolve_reference(store, target, ref)  # a reference that does not resolve is one line now, not later
+            job = queue.queue_checkpoint_job(store, target, "spectra", spectra_overrides(ref=ref, k=k))
+        return f"queued job {job.id} ({job.name}); `healer worker` runs it"
+
+    return Action("measure this checkpoint's spectra", shlex.join(parts), do)
+
+
+def delete(run: int) -> Action:
+    """`d`: delete a finished run, its records and its folder (`healer runs rm RUN`)."""
+    from healer.retention import delete_run
+
+    def do(db: Path) -> str:
+        with Store(db) as store:
+            return delete_run(store, store.run(run))
+
+    return Action("delete the run", f"healer runs rm {run}", do)
+
+
+def export_lineage(run: int, folder: Path | None = None) -> Action:
+    """`E`: the lineage's ID/OOD accuracies as a Markdown table in $HEALER_HOME/exports (until `healer export`)."""
+    target = (folder or paths.home() / "exports") / f"lineage-{run}.md"
+
+    def do(db: Path) -> str:
+        from healer.export import lineage_markdown, write_atomic
+        from healer.store.views import Reader
+
+        with Reader(db) as reader:
+            text = lineage_markdown(reader, run)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, text)
+        return f"wrote {target} ({text.count(chr(10)) - 3} checkpoints)"
+
+    return Action("export the lineage's table (Markdown)", f"write {target}", do)

@@ -19,7 +19,7 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
 
 from healer.errors import HealerError
 from healer.tui import actions
-from healer.tui.dialogs import ConfirmDialog, QueueRLDialog, rl_presets
+from healer.tui.dialogs import ConfirmDialog, EvalDialog, HealDialog, QueueRLDialog, SpectraDialog, rl_presets
 from healer.tui.panels.accuracy import AccuracyPanel
 from healer.tui.panels.detail import DetailScreen
 from healer.tui.panels.queue import QueuePane
@@ -32,13 +32,18 @@ EMPTY = "no runs yet: `healer demo` or `healer run PRESET`"
 PANES = {"1": "runs", "2": "accuracy", "3": "rotation"}
 WRITES = {
     "queue_rl",
+    "heal",
+    "evaluate",
+    "spectra",
+    "export",
     "keep",
     "pause",
     "retry",
     "cancel_run",
     "priority",
-}  # the actions that write (off under --read-only)
-DASHBOARD_ACTIONS = {"cursor", "toggle", "queue", "filter", "back", "rotation", "compare", *WRITES}
+    "delete",
+}  # the actions that write (off under --read-only; `E` writes a file, not the store, but a read-only box may not)
+DASHBOARD_ACTIONS = {"cursor", "toggle", "queue", "filter", "back", "rotation", "compare", "pin", "diff", *WRITES}
 
 
 class SnapshotReady(Message):
@@ -98,6 +103,13 @@ class HealerApp(App[None]):
         Binding("4", "queue", "queue"),
         Binding("space", "compare", "compare", show=False),
         Binding("r", "queue_rl", "RL from here"),
+        Binding("h", "heal", "heal sweep", show=False),
+        Binding("e", "evaluate", "evaluate", show=False),
+        Binding("s", "spectra", "spectra", show=False),
+        Binding("E", "export", "export table", show=False),
+        Binding("p", "pin", "pin run", show=False),
+        Binding("x", "diff", "rotation diff", show=False),
+        Binding("d", "delete", "delete run", show=False),
         Binding("k", "keep", "keep", show=False),
         Binding("P", "pause", "pause queue", show=False),
         Binding("R", "retry", "retry", show=False),
@@ -124,6 +136,8 @@ class HealerApp(App[None]):
         self.snapshot: Snapshot | None = None
         self.cursor: int | None = None
         self.query_text = ""
+        self.pinned: int | None = None  # `p`: the panels stay on this run while the runs pane's cursor moves
+        self.diff_base: Point | None = None  # `x`: the rotation map shows the cursor's checkpoint minus this one
         self._stop = threading.Event()
 
     # -- layout --------------------------------------------------------------------------------------------
@@ -171,7 +185,8 @@ class HealerApp(App[None]):
             self.query_one(RunsPane).focus()
         self._keep_cursor(previous, snapshot)
         lines = run_lines(snapshot, self.query_text, alarm_drop=self.alarm_drop)
-        self.query_one(RunsPane).show(lines, snapshot.selected)
+        pane = self.query_one(RunsPane)
+        pane.show(lines, snapshot.selected if self.pinned is None else pane.selected_run)
         for line in run_lines(snapshot, alarm_drop=self.alarm_drop):
             if line.alarm and line.run not in self._alarmed:  # once per run
                 self._alarmed.add(line.run)
@@ -195,6 +210,10 @@ class HealerApp(App[None]):
             )
             if snapshot.paused:
                 parts.append("queue paused")
+            if self.pinned is not None:
+                parts.append(f"pinned run {self.pinned} (p releases)")
+            if self.diff_base is not None:
+                parts.append(f"rotation minus {self.diff_base.run}@{self.diff_base.step} (x clears)")
         if notice:
             parts.append(notice)
         self.query_one("#header", Static).update(" · ".join(parts))
@@ -227,7 +246,10 @@ class HealerApp(App[None]):
         if lineage is None or point is None:
             rotation.show((), (), "")
         else:
-            rotation.show(lineage.spectra_at(point), lineage.rotation.get(point.run, ()), f"{point.run}@{point.step}")
+            base = self.diff_base
+            base_rows = lineage.spectra_at(base) if base is not None and base != point else ()
+            rotation.show(lineage.spectra_at(point), lineage.rotation.get(point.run, ()), f"{point.run}@{point.step}",
+                          base_rows, f"{base.run}@{base.step}" if base_rows and base else "")  # fmt: skip
         self.query_one("#readout", Static).update(readout(lineage, self.cursor))
 
     # -- actions -------------------------------------------------------------------------------------------
@@ -245,7 +267,7 @@ class HealerApp(App[None]):
     @on(DataTable.RowHighlighted, "#runs")
     def _selected(self, event: DataTable.RowHighlighted) -> None:
         run = self.query_one(RunsPane).selected_run
-        if run is not None and run != self.poller.selected:
+        if run is not None and run != self.poller.selected and self.pinned is None:
             self.poller.selected = run
             self.poller.wake.set()
 
@@ -284,11 +306,90 @@ class HealerApp(App[None]):
         if point is None:
             self.notify("no checkpoint under the cursor: select a run with evaluated checkpoints", severity="warning")
             return
+        presets = self._rl_presets()
+        if presets:
+            self._act(QueueRLDialog(self.db, point.run, point.step, presets))
+
+    def _rl_presets(self) -> list[str] | None:
         presets = rl_presets()
         if not presets:
             self.notify("no RL presets found (method = grpo or rloo): `healer presets ls`", severity="warning")
+            return None
+        return sorted(presets, key=lambda name: (not name.startswith("tiny-") if self._cpu_only() else False, name))
+
+    @staticmethod
+    def _cpu_only() -> bool:
+        import shutil
+
+        return shutil.which("nvidia-smi") is None
+
+    def _saved_point(self, what: str) -> Point | None:
+        """The checkpoint under the cursor, when it is one a run saved (step 0 is the model it started from)."""
+        point = self._point()
+        if point is None:
+            self.notify(f"no checkpoint under the cursor to {what}: select a run with evaluated checkpoints",
+                        severity="warning")  # fmt: skip
+        return point
+
+    def action_heal(self) -> None:
+        point = self._saved_point("start a heal sweep from")
+        presets = self._rl_presets() if point is not None else None
+        if point is not None and presets:
+            self._act(HealDialog(self.db, point.run, point.step, presets))
+
+    def action_evaluate(self) -> None:
+        point = self._saved_point("evaluate")
+        if point is not None:
+            self._act(EvalDialog(self.db, point.run, point.step))
+
+    def action_spectra(self) -> None:
+        point = self._saved_point("measure")
+        if point is not None:
+            self._act(SpectraDialog(self.db, point.run, point.step))
+
+    def action_export(self) -> None:
+        lineage = self.snapshot.lineage if self.snapshot else None
+        if lineage is None:
+            self.notify("no lineage to export: select a run", severity="warning")
             return
-        self._act(QueueRLDialog(self.db, point.run, point.step, presets))
+        self._act(ConfirmDialog(actions.export_lineage(lineage.run), self.db))
+
+    def action_delete(self) -> None:
+        run = self.query_one(RunsPane).selected_run
+        row = self.snapshot.rows.get(run) if self.snapshot and run is not None else None
+        if row is None:
+            return
+        if row.status not in ("done", "failed", "cancelled"):
+            self.notify(f"run {run} is {row.status}; only a finished run can be deleted (c cancels it first)",
+                        severity="warning")  # fmt: skip
+            return
+        self._act(ConfirmDialog(actions.delete(row.id), self.db))
+
+    def action_pin(self) -> None:
+        """`p`: keep the panels on the selected run while the cursor moves over others (to overlay them with space);
+        again: release."""
+        run = self.query_one(RunsPane).selected_run
+        if self.pinned is not None and (run is None or run == self.pinned):
+            self.pinned = None
+            if run is not None and run != self.poller.selected:
+                self.poller.selected = run
+                self.poller.wake.set()
+        elif run is not None:
+            self.pinned = run
+            self.poller.selected = run
+            self.poller.wake.set()
+        pane = self.query_one(RunsPane)
+        pane.pinned = self.pinned
+        pane.show(pane.lines, pane.selected_run)
+        self._header(None)
+
+    def action_diff(self) -> None:
+        """`x`: the rotation map shows the cursor's checkpoint minus this one (move the cursor to compare); again on
+        the same checkpoint, or with nothing under the cursor: back to plain angles."""
+        point = self._point()
+        self.diff_base = None if point is None or point == self.diff_base else point
+        self._render_panels()
+        self._header(None)
 
     def action_keep(self) -> None:
         point = self._point()

@@ -35,6 +35,11 @@ def rl_presets() -> list[str]:
     return names
 
 
+def _shown(action: Action) -> str:
+    """A CLI command as a shell line; anything else (a file it writes) as it is."""
+    return f"$ {action.command}" if action.command.startswith("healer ") else action.command
+
+
 class ConfirmDialog(ModalScreen[str | None]):
     """`enter` does the action, `escape` leaves; the result line comes back to the app."""
 
@@ -52,7 +57,7 @@ class ConfirmDialog(ModalScreen[str | None]):
         with Vertical(id="dialog"):
             yield Label(self.action_to_do.title, id="dialog-title")
             yield from self.fields()
-            yield Static(f"$ {self.action_to_do.command}", id="dialog-command")
+            yield Static(_shown(self.action_to_do), id="dialog-command")
             yield Static("", id="dialog-error")
             yield Static("enter: do it · escape: cancel", id="dialog-keys")
 
@@ -64,7 +69,7 @@ class ConfirmDialog(ModalScreen[str | None]):
 
     def refresh_command(self) -> None:
         try:
-            self.query_one("#dialog-command", Static).update(f"$ {self.current().command}")
+            self.query_one("#dialog-command", Static).update(_shown(self.current()))
         except HealerError as exc:
             self.query_one("#dialog-error", Static).update(f"error: {exc}")
 
@@ -101,32 +106,121 @@ class ConfirmDialog(ModalScreen[str | None]):
         self.app.call_from_thread(self.dismiss, result)
 
 
-class QueueRLDialog(ConfirmDialog):
-    """`r`: pick an RL preset, its `--set` overrides and a priority; the command updates as they change."""
-
-    def __init__(self, db: Path, run: int, step: int, presets: list[str]) -> None:
-        self.run, self.step, self.presets = run, step, presets
-        super().__init__(actions.queue_rl(presets[0] if presets else "?", run, step, []), db)
-
-    def fields(self) -> ComposeResult:
-        yield Label(f"from the checkpoint run {self.run}@{self.step}; preset:")
-        yield Select([(p, p) for p in self.presets], value=self.presets[0], allow_blank=False, id="preset")
-        yield Input(placeholder="overrides: train.lr=1e-6 train.max_steps=200", id="overrides")
-        yield Input(placeholder="priority (default 0)", id="priority")
-
-    def current(self) -> Action:
-        preset = self.query_one("#preset", Select).value
-        try:
-            overrides = shlex.split(self.query_one("#overrides", Input).value)
-        except ValueError as exc:
-            raise HealerError(f"--set: {exc}") from None
-        text = self.query_one("#priority", Input).value.strip()
-        if text and not text.lstrip("-").isdigit():
-            raise HealerError(f"--priority {text!r}: give a whole number")
-        return actions.queue_rl(str(preset), self.run, self.step, overrides, int(text or 0))
+class ChangingDialog(ConfirmDialog):
+    """A dialog with fields: the command shown follows them as they change, and errors clear."""
 
     @on(Input.Changed)
     @on(Select.Changed)
     def _changed(self) -> None:
         self.query_one("#dialog-error", Static).update("")
         self.refresh_command()
+
+    def text(self, selector: str) -> str:
+        return self.query_one(selector, Input).value.strip()
+
+    def choice(self, selector: str) -> str:
+        return str(self.query_one(selector, Select).value)
+
+    def number(self, selector: str, option: str, default: int | None) -> int | None:
+        text = self.text(selector)
+        if text and not text.lstrip("-").isdigit():
+            raise HealerError(f"{option} {text!r}: give a whole number")
+        return int(text) if text else default
+
+
+class RLDialog(ChangingDialog):
+    """The fields an RL run takes: a preset, `--set` overrides and a priority."""
+
+    def __init__(self, action: Action, db: Path, presets: list[str]) -> None:
+        self.presets = presets
+        super().__init__(action, db)
+
+    def rl_fields(self) -> ComposeResult:
+        yield Select([(p, p) for p in self.presets], value=self.presets[0], allow_blank=False, id="preset")
+        yield Input(placeholder="overrides: train.lr=1e-6 train.max_steps=200", id="overrides")
+        yield Input(placeholder="priority (default 0)", id="priority")
+
+    def overrides(self) -> list[str]:
+        try:
+            return shlex.split(self.query_one("#overrides", Input).value)
+        except ValueError as exc:
+            raise HealerError(f"--set: {exc}") from None
+
+
+class QueueRLDialog(RLDialog):
+    """`r`: pick an RL preset, its `--set` overrides and a priority; the command updates as they change."""
+
+    def __init__(self, db: Path, run: int, step: int, presets: list[str]) -> None:
+        self.run, self.step = run, step
+        super().__init__(actions.queue_rl(presets[0] if presets else "?", run, step, []), db, presets)
+
+    def fields(self) -> ComposeResult:
+        yield Label(f"from the checkpoint run {self.run}@{self.step}; preset:")
+        yield from self.rl_fields()
+
+    def current(self) -> Action:
+        return actions.queue_rl(self.choice("#preset"), self.run, self.step, self.overrides(),
+                                self.number("#priority", "--priority", 0) or 0)  # fmt: skip
+
+
+class HealDialog(RLDialog):
+    """`h`: a heal sweep from the run's checkpoints, around the one under the cursor (--count of them) or at picks."""
+
+    def __init__(self, db: Path, run: int, step: int, presets: list[str]) -> None:
+        self.run, self.step = run, step
+        super().__init__(actions.heal(run, presets[0] if presets else "?", around=step), db, presets)
+
+    def fields(self) -> ComposeResult:
+        yield Label(f"RL from checkpoints of run {self.run}; start points:")
+        yield Select([(f"around {self.run}@{self.step}", "around"), ("at peak-ood, last", "peak-ood,last"),
+                      ("at peak-ood", "peak-ood"), ("at last", "last")], value="around", allow_blank=False,
+                     id="where")  # fmt: skip
+        yield Input(placeholder="how many checkpoints around it (default 5)", id="count")
+        yield from self.rl_fields()
+
+    def current(self) -> Action:
+        where = self.choice("#where")
+        count = self.number("#count", "--count", 5) or 5
+        around, at = (self.step, None) if where == "around" else (None, where)
+        priority = self.number("#priority", "--priority", 0) or 0
+        return actions.heal(self.run, self.choice("#preset"), around=around, count=count, at=at,
+                            overrides=self.overrides(), priority=priority)  # fmt: skip
+
+
+class EvalDialog(ChangingDialog):
+    """`e`: evaluate the checkpoint again, on some splits and under a protocol (a job for a worker)."""
+
+    def __init__(self, db: Path, run: int, step: int) -> None:
+        self.run, self.step = run, step
+        super().__init__(actions.evaluate(run, step), db)
+
+    def fields(self) -> ComposeResult:
+        yield Label(f"the checkpoint run {self.run}@{self.step}; splits and protocol:")
+        yield Select([("the run's splits", ""), ("id", "id"), ("ood", "ood"), ("id and ood", "id,ood")], value="",
+                     allow_blank=False, id="split")  # fmt: skip
+        yield Select([("the run's protocol", ""), ("single attempt", "single"), ("feedback (the paper's)", "feedback")],
+                     value="", allow_blank=False, id="protocol")  # fmt: skip
+
+    def current(self) -> Action:
+        return actions.evaluate(self.run, self.step, self.choice("#split"), self.choice("#protocol"))
+
+
+class SpectraDialog(ChangingDialog):
+    """`s`: measure the checkpoint's singular-vector rotation against a reference (a job for a worker)."""
+
+    def __init__(self, db: Path, run: int, step: int) -> None:
+        self.run, self.step = run, step
+        super().__init__(actions.spectra(run, step), db)
+
+    def fields(self) -> ComposeResult:
+        yield Label(f"the checkpoint run {self.run}@{self.step}; reference and k:")
+        yield Select([("base (the lineage's first model)", "base"), ("start (where its run started)", "start"),
+                      ("parent@peak-ood (the paper's)", "parent@peak-ood")], value="base", allow_blank=False,
+                     id="ref")  # fmt: skip
+        yield Input(placeholder="k: top-k subspaces (default: the run's spectra.k)", id="k")
+
+    def current(self) -> Action:
+        k = self.number("#k", "--k", None)
+        if k is not None and k < 1:
+            raise HealerError("--k must be at least 1")
+        return actions.spectra(self.run, self.step, self.choice("#ref"), k)

@@ -50,6 +50,7 @@ from healer.spectral import MODULES
 from healer.store import Spectrum
 
 EMPTY = "no spectra yet: `healer spectra RUN@STEP` or spectra.every_checkpoint = true"
+MORE, LESS = "bold #e69f00", "bold #56b4e9"  # Okabe-Ito orange and sky blue: a difference's sign, colour-blind safe
 CELL = 4  # a cell: the shade glyph and a 3-character angle
 DRIFT = 6  # the drift column: ` 0.02%`
 ABBREVIATIONS = {"gate": "gat", "down": "dwn"}
@@ -81,21 +82,48 @@ def short_step(step: int) -> str:
     return f"{step // 1_000_000}M"
 
 
-def _cell(grid: Grid, row: int, column: int, top: float) -> Span:
+def _cell(grid: Grid, row: int, column: int, top: float, signed: bool = False) -> Span:
     value = grid.rows[row][1][column]
     if grid.is_forced(row, column):
         return f"{FORCED_GLYPH:>{CELL}}", FORCED_STYLE
     if value is None:
         return " " * CELL, ""
+    if signed:  # a difference: ▲ turned more, ▼ less, where the shade would be (also warm and cool colours)
+        if abs(value) < 0.005:
+            return "   0", "dim"
+        return ("▲" if value > 0 else "▼") + short_angle(abs(value)), MORE if value > 0 else LESS
     return angle_glyph(value, top) + short_angle(value), angle_style(value, top)
 
 
-def _drift(drift: float | None) -> Span:
-    return ("" if drift is None else f"{100 * drift:{DRIFT - 1}.2f}%").rjust(DRIFT), ""
+def difference(grid: Grid, base: Grid) -> Grid:
+    """A layer × module grid minus another checkpoint's (against the same reference), cell by cell where both have
+    a value; a cell forced to 0 in either stays forced (its difference says nothing about training)."""
+    at = {(name, m): (i, j) for i, (name, _, _) in enumerate(base.rows) for j, m in enumerate(base.columns)}
+    base_drift = {name: drift for name, _, drift in base.rows}
+    rows: list[tuple[str, list[float | None], float | None]] = []
+    forced = set()
+    for i, (name, values, drift) in enumerate(grid.rows):
+        cells: list[float | None] = []
+        for j, (module, value) in enumerate(zip(grid.columns, values, strict=True)):
+            where = at.get((name, module))
+            other = base.rows[where[0]][1][where[1]] if where else None
+            cells.append(None if value is None or other is None else value - other)
+            if grid.is_forced(i, j) or (where is not None and base.is_forced(*where)):
+                forced.add((i, j))
+        before = base_drift.get(name)
+        rows.append((name, cells, None if drift is None or before is None else drift - before))
+    return Grid(f"{grid.title} minus {base.title}", grid.columns, rows, frozenset(forced))
+
+
+def _drift(drift: float | None, signed: bool = False) -> Span:
+    if drift is None:
+        return " " * DRIFT, ""
+    text = f"{100 * drift:+{DRIFT - 1}.2f}%" if signed else f"{100 * drift:{DRIFT - 1}.2f}%"
+    return text[-DRIFT:].rjust(DRIFT), ""
 
 
 def _map(grid: Grid, headers: list[Span], columns: Sequence[int], top: float, label: int, room: int, slots: int,
-         before: int = 0, after: int = 0) -> list[Line]:  # fmt: skip
+         before: int = 0, after: int = 0, signed: bool = False) -> list[Line]:  # fmt: skip
     """A header and up to `room - 1` rows of a grid (its columns `columns`, with a `+N` cell each side when `before`
     or `after` columns are left out, padded to `slots` cells so the drift columns of both maps line up); the last
     row says how many layers did not fit, when some did not."""
@@ -108,8 +136,9 @@ def _map(grid: Grid, headers: list[Span], columns: Sequence[int], top: float, la
     blank_right = [(" " * CELL, "")] if after else []
     shown = len(grid.rows) if len(grid.rows) <= room - 1 else max(0, room - 2)
     for i, (name, _, drift) in enumerate(grid.rows[:shown]):
-        cells = [_cell(grid, i, j, top) for j in columns]
-        lines.append([(name.rjust(label - 1) + " ", ""), *blank_left, *cells, *blank_right, *pad, _drift(drift)])
+        cells = [_cell(grid, i, j, top, signed) for j in columns]
+        lines.append([(name.rjust(label - 1) + " ", ""), *blank_left, *cells, *blank_right, *pad,
+                      _drift(drift, signed)])  # fmt: skip
     if shown < len(grid.rows):
         lines.append([(f"+{len(grid.rows) - shown} layers", "dim")])
     return lines
@@ -145,8 +174,11 @@ def _rooms(wanted: tuple[int, int], room: int) -> tuple[int, int]:
 
 
 def rotation_lines(rows: Sequence[Spectrum], all_rows: Sequence[Spectrum], step_label: str, module: str, side: str,
-                   width: int, height: int) -> list[Line]:  # fmt: skip
-    """The pane's lines, as (text, style) spans, for a `width` × `height` box (pure: no Textual)."""
+                   width: int, height: int, base_rows: Sequence[Spectrum] = (),
+                   base_label: str = "") -> list[Line]:  # fmt: skip
+    """The pane's lines, as (text, style) spans, for a `width` × `height` box (pure: no Textual). With `base_rows`
+    (another checkpoint's spectra against the same reference), the layer × module map is the difference: this
+    checkpoint's angles minus that one's, signed."""
     if not rows and not all_rows:
         return [[(part, "dim")] for part in textwrap.wrap(EMPTY, max(20, width))]  # one line, wrapped in a narrow box
     ref = rows[0].ref if rows else all_rows[0].ref
@@ -155,8 +187,15 @@ def rotation_lines(rows: Sequence[Spectrum], all_rows: Sequence[Spectrum], step_
     module = module if module in present else present[0]
     title: Line = [("rotation", "bold"), (f"  module {module}  side {side}  step {step_label}", "")]
     by_module = layer_by_module(rows, rows[0].step, side) if rows else None
+    base = [r for r in base_rows if r.ref == ref]
+    signed = bool(by_module and base)
+    if by_module and base:
+        by_module = difference(by_module, layer_by_module(base, base[0].step, side))
+        title = [("rotation Δ", "bold"), (f"  side {side}  {step_label} − {base_label}", "")]
+    elif base_rows:
+        title.append((f"  (no spectra of {base_label} against {ref} to subtract)", "dim"))
     by_step = layer_by_step(run_rows, module, side)
-    top = max(by_module.top if by_module else 0.0, by_step.top)
+    top = max(by_module.top if by_module and not signed else 0.0, by_step.top)
     labels = [name for grid in (by_module, by_step) if grid for name, _, _ in grid.rows]
     label = max(2, *(len(n) for n in labels)) + 1 if labels else 3
     room = max(4, height - 2)  # the title and the legend take a line each
@@ -171,7 +210,7 @@ def rotation_lines(rows: Sequence[Spectrum], all_rows: Sequence[Spectrum], step_
     lines: list[Line] = [title]
     if by_module:
         headers = [(ABBREVIATIONS.get(m, m)[:3].rjust(CELL), "bold") for m in by_module.columns]
-        lines += _map(by_module, headers, range(len(by_module.columns)), top, label, first, slots)
+        lines += _map(by_module, headers, range(len(by_module.columns)), top, label, first, slots, signed=signed)
     else:
         lines.append([(f"step {step_label}: no spectra of this checkpoint", "dim")])
     headers = [(short_step(steps[j]).rjust(CELL), "bold underline" if steps[j] == current else "bold")
@@ -180,6 +219,8 @@ def rotation_lines(rows: Sequence[Spectrum], all_rows: Sequence[Spectrum], step_
     scale: Line = [(ANGLE_GLYPHS[i] + text, style) for i, (text, style) in enumerate(legend(top))]
     if (by_module and by_module.forced) or by_step.forced:
         scale.append((f" {FORCED_GLYPH}k≥n", FORCED_STYLE))
+    if signed:
+        scale += [("  Δ ", ""), ("▲more", MORE), (" ", ""), ("▼less", LESS)]
     lines.append(scale)
     return lines
 
@@ -214,15 +255,20 @@ class RotationPanel(Widget, can_focus=True):
         self.rows: tuple[Spectrum, ...] = ()
         self.all_rows: tuple[Spectrum, ...] = ()
         self.step_label = ""
+        self.base_rows: tuple[Spectrum, ...] = ()
+        self.base_label = ""
         self._version = 0
         self._cache: tuple[tuple[object, ...], list[Strip]] | None = None
 
-    def show(self, rows: Sequence[Spectrum], all_rows: Sequence[Spectrum], step_label: str) -> None:
-        """What to draw: the checkpoint's rows, its run's rows and the checkpoint's name (see the module)."""
-        rows, all_rows = tuple(rows), tuple(all_rows)
-        if (rows, all_rows, step_label) == (self.rows, self.all_rows, self.step_label):
+    def show(self, rows: Sequence[Spectrum], all_rows: Sequence[Spectrum], step_label: str,
+             base_rows: Sequence[Spectrum] = (), base_label: str = "") -> None:  # fmt: skip
+        """What to draw: the checkpoint's rows, its run's rows and the checkpoint's name (see the module); with
+        `base_rows`, the layer × module map is this checkpoint minus that one (`base_label`)."""
+        rows, all_rows, base_rows = tuple(rows), tuple(all_rows), tuple(base_rows)
+        new = (rows, all_rows, step_label, base_rows, base_label)
+        if new == (self.rows, self.all_rows, self.step_label, self.base_rows, self.base_label):
             return
-        self.rows, self.all_rows, self.step_label = rows, all_rows, step_label
+        self.rows, self.all_rows, self.step_label, self.base_rows, self.base_label = new
         self._version += 1
         present = modules_of(rows, all_rows)
         if self.module not in present:
@@ -240,7 +286,7 @@ class RotationPanel(Widget, can_focus=True):
     def lines(self) -> list[Line]:
         """The spans of every line at the current size (what `render_line` draws)."""
         return rotation_lines(self.rows, self.all_rows, self.step_label, self.module, self.side,
-                              self.size.width, self.size.height)  # fmt: skip
+                              self.size.width, self.size.height, self.base_rows, self.base_label)  # fmt: skip
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width

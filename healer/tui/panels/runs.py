@@ -155,6 +155,7 @@ class RunsPane(DataTable[Text]):
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
         self.lines: list[RunLine] = []
         self.marked: set[int] = set()  # runs overlaid on the chart: their label is drawn in their overlay colour
+        self.pinned: int | None = None  # the run the panels stay on (`p`): its label is underlined
 
     def show(self, lines: list[RunLine], selected: int | None) -> None:
         """Replace the rows (the columns that fit the pane's width), keeping the cursor on the selected run."""
@@ -173,7 +174,7 @@ class RunsPane(DataTable[Text]):
             label = line.label + (f" +{line.jobs}" if line.jobs else "")
             label = label if len(label) <= room else label[: room - 1] + "…"
             cells = {
-                "run": Text(label, no_wrap=True, style=overlay_style(line.run) if line.run in self.marked else ""),
+                "run": Text(label, no_wrap=True, style=self._label_style(line.run)),
                 "": Text(glyph, style=style),
                 "method": Text(line.method, style="dim"),
                 "progress": Text(line.progress),
@@ -191,6 +192,10 @@ class RunsPane(DataTable[Text]):
         ids = [line.run for line in lines]
         if selected in ids:
             self.move_cursor(row=ids.index(selected), animate=False)
+
+    def _label_style(self, run: int) -> str:
+        style = overlay_style(run) if run in self.marked else ""
+        return f"{style} bold underline".strip() if run == self.pinned else style
 
     def on_resize(self) -> None:
         if self.lines:

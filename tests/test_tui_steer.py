@@ -1,0 +1,280 @@
+"""`healer tui`, part 2 (steer): the keys that queue heal sweeps, evaluations and spectra from the checkpoint under
+the cursor, delete a run, export the lineage, pin a run and subtract two checkpoints' rotation maps, each asserted on
+the rows it wrote (the same seeded store as test_tui), and the CLI commands they stand for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from healer.store import Store
+from healer.store.views import Reader
+from healer.tui.app import HealerApp
+from healer.tui.panels.rotation import rotation_lines
+from tests.conftest import healer
+from tests.test_tui import CLOCK, _app, _at_peak, _ready, _settled, seed
+
+Seeded = tuple[Path, dict[str, int]]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Seeded:
+    path = tmp_path / "healer.db"
+    return path, seed(path)
+
+
+def _app_on(path: Path, runs: dict[str, int], **kwargs: Any) -> HealerApp:
+    return HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=runs["sft"], **kwargs)
+
+
+async def _closed(app: HealerApp, pilot: Any) -> None:
+    """Wait for the dialog to close (it stays open with an error when the action failed)."""
+    for _ in range(600):
+        await pilot.pause(0.05)
+        if not app.screen.query("#dialog"):
+            return
+    raise AssertionError(str(app.screen.query_one("#dialog-error").render()))
+
+
+async def _select(app: HealerApp, pilot: Any, run: int) -> None:
+    """Move the runs pane's cursor to `run`, and wait for the panels to show it."""
+    pane = app.query_one("#runs")
+    rows = [line.run for line in pane.lines]
+    pane.move_cursor(row=rows.index(run))
+    await _ready(app, pilot, lambda: app.snapshot.selected == run)
+
+
+def _run_ids(path: Path) -> list[int]:
+    with Store(path) as check:
+        return [r.id for r in check.runs()]
+
+
+async def test_h_queues_a_heal_sweep_around_the_cursor(store: Seeded) -> None:
+    path, runs = store
+    app = _app_on(path, runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _at_peak(app, pilot)
+        await pilot.press("h")
+        dialog = app.screen
+        dialog.query_one("#preset").value = "tiny-grpo"
+        dialog.query_one("#count").value = "2"
+        await pilot.pause()
+        assert str(dialog.query_one("#dialog-command").render()) == (
+            "$ healer heal 1 --preset tiny-grpo --around 20 --count 2 --queue")
+        dialog.query_one("#count").value = "two"
+        await pilot.press("enter")
+        assert "--count 'two'" in str(dialog.query_one("#dialog-error").render())
+        assert _run_ids(path) == list(range(1, 6))  # nothing written
+        dialog.query_one("#count").value = "2"
+        await pilot.pause()
+        await pilot.press("enter")
+        await _closed(app, pilot)
+    with Store(path) as check:
+        added = check.runs()[5:]
+    assert [(r.kind, r.status, r.start_ref, r.parent_run) for r in added] == [
+        ("rl", "queued", "1@20", runs["sft"]), ("rl", "queued", "1@40", runs["sft"])]  # fmt: skip
+    assert [r.name for r in added] == ["tiny-grpo-from-20", "tiny-grpo-from-40"]
+
+
+async def test_h_at_picks_writes_what_healer_heal_queue_does(store: Seeded, tmp_path: Path) -> None:
+    path, runs = store
+    app = _app_on(path, runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _at_peak(app, pilot)
+        await pilot.press("h")
+        app.screen.query_one("#preset").value = "tiny-grpo"
+        app.screen.query_one("#where").value = "peak-ood,last"
+        await pilot.pause()
+        command = str(app.screen.query_one("#dialog-command").render())
+        await pilot.press("enter")
+        await _closed(app, pilot)
+    assert command == "$ healer heal 1 --preset tiny-grpo --at peak-ood,last --queue"
+    with Store(path) as check:
+        tui_rows = [(r.name, r.start_ref, r.spec_dict) for r in check.runs()[5:]]
+    (tmp_path / "cli").mkdir()
+    other = tmp_path / "cli" / "healer.db"
+    seed(other)
+    result = healer("--db", str(other), *command[2:].split()[1:])
+    assert result.returncode == 0, result.stderr
+    with Store(other) as check:
+        cli_rows = [(r.name, r.start_ref, r.spec_dict) for r in check.runs()[5:]]
+    assert tui_rows == cli_rows and len(tui_rows) == 2
+
+
+async def test_e_and_s_queue_jobs_with_the_settings_chosen(store: Seeded) -> None:
+    path, runs = store
+    app = _app_on(path, runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _at_peak(app, pilot)
+        await pilot.press("e")
+        app.screen.query_one("#split").value = "ood"
+        app.screen.query_one("#protocol").value = "feedback"
+        await pilot.pause()
+        assert str(app.screen.query_one("#dialog-command").render()) == (
+            "$ healer eval 1@20 --split ood --protocol feedback --queue")
+        await pilot.press("enter")
+        await _closed(app, pilot)
+        await pilot.press("e", "enter")  # the same checkpoint again while the first job waits: refused in the dialog
+        await pilot.pause(0.2)
+        assert "is queued already" in str(app.screen.query_one("#dialog-error").render())
+        await pilot.press("escape")
+        await pilot.press("s")
+        app.screen.query_one("#ref").value = "parent@peak-ood"
+        await pilot.pause()
+        await pilot.press("enter")
+        assert "parent" in str(app.screen.query_one("#dialog-error").render())  # the SFT run has no parent run
+        app.screen.query_one("#ref").value = "start"
+        app.screen.query_one("#k").value = "4"
+        await pilot.pause()
+        assert str(app.screen.query_one("#dialog-command").render()) == (
+            "$ healer spectra measure 1@20 --ref start --k 4 --queue")
+        await pilot.press("enter")
+        await _closed(app, pilot)
+    with Store(path) as check:
+        jobs = check.checkpoint_jobs(runs["sft"])
+    assert [(j.kind, j.status, j.parent_step) for j in jobs] == [("eval", "queued", 20), ("spectra", "queued", 20)]
+    assert jobs[0].spec_dict["eval"]["splits"] == ["ood"] and jobs[0].spec_dict["eval"]["protocol"] == "feedback"
+    assert jobs[1].spec_dict["spectra"]["ref"] == "start" and jobs[1].spec_dict["spectra"]["k"] == 4
+
+
+def test_eval_and_spectra_queue_on_the_cli(store: Seeded) -> None:
+    path, runs = store
+    result = healer("--db", str(path), "eval", "1@40", "--split", "id", "--queue", "--json")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert (row["kind"], row["status"], row["name"]) == ("eval", "queued", "eval 1@40")
+    again = healer("--db", str(path), "eval", "1@40", "--queue")
+    assert again.returncode == 2 and "already" in again.stderr and "Traceback" not in again.stderr
+    bad = healer("--db", str(path), "spectra", "measure", "1@40", "--queue", "--ref", "nowhere@3")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    ok = healer("--db", str(path), "spectra", "measure", "1@40", "--queue", "--k", "3", "--modules", "q,v")
+    assert ok.returncode == 0, ok.stderr
+    with Store(path) as check:
+        job = [j for j in check.checkpoint_jobs(runs["sft"]) if j.kind == "spectra"][0]
+    assert job.spec_dict["spectra"] | {} == {**job.spec_dict["spectra"], "k": 3, "modules": ["q", "v"], "ref": "base"}
+
+
+async def test_d_deletes_a_finished_leaf_run_and_refuses_a_parent(store: Seeded) -> None:
+    path, runs = store
+    app = _app_on(path, runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("d")  # the SFT run: GRPO runs started from it
+        assert str(app.screen.query_one("#dialog-command").render()) == "$ healer runs rm 1"
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert "delete them first" in str(app.screen.query_one("#dialog-error").render())
+        await pilot.press("escape")
+        await _select(app, pilot, runs["grpo-from-60"])
+        await pilot.press("d", "enter")
+        await _closed(app, pilot)
+        await _ready(app, pilot, lambda: runs["grpo-from-60"] not in app.snapshot.rows)
+        await _select(app, pilot, runs["live"])  # running: refused before any dialog
+        await pilot.press("d")
+        assert not app.screen.query("#dialog")
+    assert runs["grpo-from-60"] not in _run_ids(path) and runs["sft"] in _run_ids(path)
+    with Reader(path) as reader:
+        assert reader.evals(runs["grpo-from-60"]) == [] and reader.metrics(runs["grpo-from-60"]) == []
+
+
+def test_runs_rm_on_the_cli(store: Seeded) -> None:
+    path, runs = store
+    refused = healer("--db", str(path), "runs", "rm", str(runs["live"]))
+    assert refused.returncode == 2 and "only a finished run" in refused.stderr
+    done = healer("--db", str(path), "runs", "rm", str(runs["grpo-from-20"]))
+    assert done.returncode == 0 and f"run {runs['grpo-from-20']} (grpo-from-20) deleted" in done.stdout
+    assert runs["grpo-from-20"] not in _run_ids(path)
+
+
+async def test_E_writes_the_lineage_table_with_each_number_from_its_eval(store: Seeded, healer_home: Path) -> None:
+    path, runs = store
+    app = _app_on(path, runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("E")
+        shown = str(app.screen.query_one("#dialog-command").render())
+        await pilot.press("enter")
+        await _closed(app, pilot)
+    target = healer_home / "exports" / f"lineage-{runs['sft']}.md"
+    assert shown == f"write {target}"
+    lines = target.read_text().splitlines()
+    assert lines[0].startswith("<!-- healer ") and lines[1].startswith("| lineage step | checkpoint | protocol")
+    with Reader(path) as reader:
+        evals = {(e.step, e.split): e for e in reader.evals(runs["sft"])}
+    body = [line.strip("|").split(" | ") for line in lines[3:]]
+    assert [row[1].strip() for row in body] == ["1@0", "1@20", "1@40", "1@60"]
+    for row in body:
+        step = int(row[1].split("@")[1])
+        for split, cell in zip(("id", "ood"), row[3:], strict=True):
+            e = evals[(step, split)]
+            assert cell.strip() == (f"{100 * e.accuracy:.1f} [{100 * e.ci_low:.1f}, {100 * e.ci_high:.1f}] "
+                                    f"({e.correct}/{e.n})")  # fmt: skip
+
+
+async def test_p_pins_the_panels_while_the_cursor_moves(store: Seeded) -> None:
+    path, runs = store
+    app = _app_on(path, runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot)
+        await pilot.press("p", "down", "space", "down")
+        await _ready(app, pilot, lambda: app.snapshot.compared.keys() == {runs["grpo-from-20"]})
+        assert app.snapshot.selected == runs["sft"] and app.poller.selected == runs["sft"]
+        assert f"pinned run {runs['sft']}" in str(app.query_one("#header").render())
+        await pilot.press("up", "up", "p")  # released on the pinned run: the panels follow the cursor again
+        await pilot.press("down")
+        await _ready(app, pilot, lambda: app.snapshot.selected == runs["grpo-from-20"])
+        assert "pinned" not in str(app.query_one("#header").render())
+
+
+async def test_x_shows_the_difference_of_two_checkpoints_rotation(store: Seeded) -> None:
+    path, runs = store
+    app = _app_on(path, runs)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _at_peak(app, pilot)
+        await pilot.press("x", "right")  # 1@40 minus 1@20: every angle of the seed grows by (40 - 20) / 20 = 1°
+        await pilot.pause()
+        panel = app.query_one("#rotation")
+        text = ["".join(t for t, _ in line) for line in panel.lines()]
+        assert text[0].startswith("rotation Δ") and "1@40 − 1@20" in text[0]
+        assert text[2].startswith(" 0 ▲1.0▲1.0▲1.0▲1.0"), text
+        assert "   =" in text[5]  # layer 3's k: forced to 0 by dimension in both, not a difference
+        await pilot.press("left", "x")  # on the base again: plain angles
+        await pilot.pause()
+        assert "".join(t for t, _ in panel.lines()[0]).startswith("rotation  module")
+
+
+def test_a_difference_leaves_blank_what_the_base_lacks(store: Seeded) -> None:
+    path, runs = store
+    with Reader(path) as reader:
+        spectra = reader.spectra(runs["sft"])
+    rows = tuple(r for r in spectra if r.step == 40)
+    plain = ["".join(t for t, _ in line) for line in rotation_lines(rows, rows, "1@40", "q", "u", 80, 20)]
+    assert plain[0].startswith("rotation  module") and "▲" not in "".join(plain)
+    base = tuple(r for r in spectra if r.step == 20 and r.layer == 0)
+    diff = ["".join(t for t, _ in line) for line in rotation_lines(rows, rows, "1@40", "q", "u", 80, 20, base, "1@20")]
+    assert diff[2].startswith(" 0 ▲1.0▲1.0▲1.0▲1.0")
+    assert diff[3].split() == ["1"]  # layer 1: nothing to subtract, so no cell and no drift
+
+
+@pytest.mark.parametrize("key", ["h", "e", "s"])
+def test_snapshot_dialogs(snap_compare: Any, store: Seeded, key: str) -> None:
+    async def dialog(pilot: Any) -> None:
+        await _at_peak(pilot.app, pilot)
+        await pilot.press(key)
+        if key == "h":
+            pilot.app.screen.query_one("#preset").value = "tiny-grpo"
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(store[0], store[1]["sft"]), terminal_size=(80, 24), run_before=dialog)
+
+
+def test_snapshot_rotation_difference(snap_compare: Any, store: Seeded) -> None:
+    async def diff(pilot: Any) -> None:
+        await _settled(pilot)
+        await pilot.press("left", "left", "x", "right")
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(store[0], store[1]["sft"]), terminal_size=(80, 24), run_before=diff)
