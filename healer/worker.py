@@ -20,6 +20,7 @@ from types import FrameType
 
 from healer import queue
 from healer.errors import HealerError
+from healer.gpus import query as query_gpus
 from healer.runner import launch, reap, reap_dead
 from healer.store import Run, Status, Store
 
@@ -49,19 +50,7 @@ def detect_gpus() -> list[str]:
 
 def gpu_memory() -> dict[str, tuple[int, int]]:
     """(used, total) MiB per GPU index from nvidia-smi; empty when it is missing or fails."""
-    if shutil.which("nvidia-smi") is None:
-        return {}
-    try:
-        query = ["nvidia-smi", "--query-gpu=index,memory.used,memory.total", "--format=csv,noheader,nounits"]
-        result = subprocess.run(query, capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    memory = {}
-    for line in result.stdout.splitlines():
-        parts = [p.strip() for p in line.split(",")]
-        if len(parts) == 3 and all(p.isdigit() for p in parts):
-            memory[parts[0]] = (int(parts[1]), int(parts[2]))
-    return memory
+    return {gpu.index: (gpu.memory_used, gpu.memory_total) for gpu in query_gpus()}
 
 
 def checkpoint_mib(path: str | None) -> int:

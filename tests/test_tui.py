@@ -495,6 +495,7 @@ async def test_r_queues_rl_from_the_checkpoint_under_the_cursor(store: tuple[Pat
         dialog.query_one("#preset").value = "tiny-grpo"
         await pilot.pause()
         dialog.query_one("#overrides").value = "train.nonsense=1"
+        await pilot.pause()  # the field's change is handled (it clears the error line) before enter
         await pilot.press("enter")
         assert "nonsense" in str(dialog.query_one("#dialog-error").render())  # the CLI's error, nothing written
         with Store(path) as check:
@@ -564,7 +565,7 @@ async def test_read_only_refuses_every_action(tmp_path: Path, store: tuple[Path,
     app = HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=runs["sft"], immutable=True)
     async with app.run_test(size=(80, 24)) as pilot:
         await _at_peak(app, pilot)
-        for key in ("r", "k", "P", "R", "c", "plus"):
+        for key in ("r", "h", "e", "s", "E", "k", "P", "R", "c", "plus", "d"):
             await pilot.press(key)
             assert not app.screen.query("#dialog"), key
         assert "read-only" in str(app.query_one("#header").render())

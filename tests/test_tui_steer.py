@@ -63,8 +63,10 @@ async def test_h_queues_a_heal_sweep_around_the_cursor(store: Seeded) -> None:
         dialog.query_one("#count").value = "2"
         await pilot.pause()
         assert str(dialog.query_one("#dialog-command").render()) == (
-            "$ healer heal 1 --preset tiny-grpo --around 20 --count 2 --queue")
+            "$ healer heal 1 --preset tiny-grpo --around 20 --count 2 --queue"
+        )
         dialog.query_one("#count").value = "two"
+        await pilot.pause()
         await pilot.press("enter")
         assert "--count 'two'" in str(dialog.query_one("#dialog-error").render())
         assert _run_ids(path) == list(range(1, 6))  # nothing written
@@ -114,7 +116,8 @@ async def test_e_and_s_queue_jobs_with_the_settings_chosen(store: Seeded) -> Non
         app.screen.query_one("#protocol").value = "feedback"
         await pilot.pause()
         assert str(app.screen.query_one("#dialog-command").render()) == (
-            "$ healer eval 1@20 --split ood --protocol feedback --queue")
+            "$ healer eval 1@20 --split ood --protocol feedback --queue"
+        )
         await pilot.press("enter")
         await _closed(app, pilot)
         await pilot.press("e", "enter")  # the same checkpoint again while the first job waits: refused in the dialog
@@ -130,7 +133,8 @@ async def test_e_and_s_queue_jobs_with_the_settings_chosen(store: Seeded) -> Non
         app.screen.query_one("#k").value = "4"
         await pilot.pause()
         assert str(app.screen.query_one("#dialog-command").render()) == (
-            "$ healer spectra measure 1@20 --ref start --k 4 --queue")
+            "$ healer spectra measure 1@20 --ref start --k 4 --queue"
+        )
         await pilot.press("enter")
         await _closed(app, pilot)
     with Store(path) as check:
@@ -153,8 +157,12 @@ def test_eval_and_spectra_queue_on_the_cli(store: Seeded) -> None:
     ok = healer("--db", str(path), "spectra", "measure", "1@40", "--queue", "--k", "3", "--modules", "q,v")
     assert ok.returncode == 0, ok.stderr
     with Store(path) as check:
-        job = [j for j in check.checkpoint_jobs(runs["sft"]) if j.kind == "spectra"][0]
-    assert job.spec_dict["spectra"] | {} == {**job.spec_dict["spectra"], "k": 3, "modules": ["q", "v"], "ref": "base"}
+        job = next(j for j in check.checkpoint_jobs(runs["sft"]) if j.kind == "spectra")
+    assert {key: job.spec_dict["spectra"][key] for key in ("k", "modules", "ref")} == {
+        "k": 3,
+        "modules": ["q", "v"],
+        "ref": "base",
+    }
 
 
 async def test_d_deletes_a_finished_leaf_run_and_refuses_a_parent(store: Seeded) -> None:
@@ -278,3 +286,65 @@ def test_snapshot_rotation_difference(snap_compare: Any, store: Seeded) -> None:
         await pilot.pause(0.2)
 
     assert snap_compare(_app(store[0], store[1]["sft"]), terminal_size=(80, 24), run_before=diff)
+
+
+# -- the GPU panel and settings that persist -------------------------------------------------------------------
+
+RECORDING = Path(__file__).parent / "data" / "nvidia-smi-query-gpu.csv"  # nvidia-smi --format=csv,noheader,nounits
+
+
+async def test_the_gpu_panel_shows_what_nvidia_smi_said_and_who_holds_each_gpu(store: Seeded) -> None:
+    from healer.gpus import parse
+
+    path, runs = store
+    app = _app_on(path, runs, gpus=lambda: parse(RECORDING.read_text()))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot, lambda: len(app.gpu_stats) == 8)
+        await pilot.pause()
+        panel = app.query_one("#gpus")
+        assert panel.display
+        text = str(panel.render()).splitlines()
+        assert text[0].startswith("GPU 0 H100") and f"run {runs['live']} gp-sft-long" in text[0]  # assigned GPU 0
+        assert " 98%" in text[0] and text[3].endswith("idle") and "n/a" in text[5]
+        await pilot.press("g")  # hidden by hand, and so on the next start
+        assert not panel.display and not app.settings.shows("gpus")
+    none = _app_on(path, runs, gpus=lambda: [])
+    async with none.run_test(size=(80, 24)) as pilot:
+        await _ready(none, pilot)
+        await pilot.pause(0.2)
+        assert not none.query_one("#gpus").display  # a CPU box: no panel
+
+
+async def test_theme_and_panes_come_from_tui_toml_and_are_kept(store: Seeded) -> None:
+    from healer.tui.settings import Settings, config_path, load, save
+
+    path, runs = store
+    save(Settings(theme="nord", panes=("runs", "accuracy", "gpus")))
+    settings, warnings = load()
+    assert warnings == []
+    app = _app_on(path, runs, settings=settings, save_settings=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot)
+        assert app.theme == "nord" and not app.query_one("#rotation").display
+        await pilot.press("3")
+        assert app.query_one("#rotation").display
+        app.theme = "gruvbox"
+        await pilot.pause()
+    kept, warnings = load()
+    assert (kept.theme, kept.panes, warnings) == ("gruvbox", ("runs", "accuracy", "rotation", "gpus"), [])
+    assert config_path().is_file()
+
+
+def test_a_bad_setting_is_one_line_and_the_tui_starts_with_the_default(store: Seeded) -> None:
+    from healer.tui.settings import config_path
+
+    path, _ = store
+    config_path().parent.mkdir(parents=True)
+    config_path().write_text('theme = "neon"\nalarm_drop = 7\n')
+    result = healer("--db", str(path), "tui", "--once", "--width", "80", "--height", "24")
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "theme = 'neon': not a Textual theme" in line and "using textual-dark" in line
+    assert "healer" in result.stdout
+    bad = healer("--db", str(path), "tui", "--once", "--theme", "neon")
+    assert bad.returncode == 2 and "--theme 'neon'" in bad.stderr and "Traceback" not in bad.stderr

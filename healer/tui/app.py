@@ -3,6 +3,7 @@ panels render them (attributes down, messages up); nothing here reads the store.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,18 +19,22 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
 
 from healer.errors import HealerError
+from healer.gpus import GpuStat, holders
 from healer.tui import actions
 from healer.tui.dialogs import ConfirmDialog, EvalDialog, HealDialog, QueueRLDialog, SpectraDialog, rl_presets
 from healer.tui.panels.accuracy import AccuracyPanel
 from healer.tui.panels.detail import DetailScreen
+from healer.tui.panels.gpus import GpuPanel
 from healer.tui.panels.queue import QueuePane
 from healer.tui.panels.rotation import RotationPanel
 from healer.tui.panels.runs import ALARM_DROP, RunsPane, run_lines
-from healer.tui.poller import Poller
+from healer.tui.poller import GpuReading, Poller
+from healer.tui.settings import DEFAULTS, Settings, with_pane
+from healer.tui.settings import save as save_settings
 from healer.tui.snapshot import Lineage, Point, Snapshot
 
 EMPTY = "no runs yet: `healer demo` or `healer run PRESET`"
-PANES = {"1": "runs", "2": "accuracy", "3": "rotation"}
+PANES = {"1": "runs", "2": "accuracy", "3": "rotation", "g": "gpus"}
 WRITES = {
     "queue_rl",
     "heal",
@@ -50,6 +55,12 @@ class SnapshotReady(Message):
     def __init__(self, snapshot: Snapshot) -> None:
         super().__init__()
         self.snapshot = snapshot
+
+
+class GpusRead(Message):
+    def __init__(self, reading: GpuReading) -> None:
+        super().__init__()
+        self.reading = reading
 
 
 class Notice(Message):
@@ -100,6 +111,7 @@ class HealerApp(App[None]):
         Binding("1", "toggle('runs')", "runs", show=False),
         Binding("2", "toggle('accuracy')", "accuracy", show=False),
         Binding("3", "toggle('rotation')", "rotation", show=False),
+        Binding("g", "toggle('gpus')", "GPUs", show=False),
         Binding("4", "queue", "queue"),
         Binding("space", "compare", "compare", show=False),
         Binding("r", "queue_rl", "RL from here"),
@@ -123,15 +135,20 @@ class HealerApp(App[None]):
     ]
 
     def __init__(self, db: Path, *, immutable: bool = False, clock: Callable[[], float] = time.time,
-                 interval: float = 1.0, select: int | None = None, alarm_drop: float = ALARM_DROP) -> None:  # fmt: skip
+                 interval: float = 1.0, select: int | None = None, alarm_drop: float = ALARM_DROP,
+                 settings: Settings = DEFAULTS, save_settings: bool = False,
+                 gpus: Callable[[], list[GpuStat]] | None = None) -> None:  # fmt: skip
         super().__init__()
+        self.settings = settings  # theme and shown panes; saved to tui.toml as the user changes them when save_settings
+        self.save_settings = save_settings
         self.alarm_drop = alarm_drop
         self._alarmed: set[int] = set()  # runs whose forgetting alarm was already notified
         self.headless_screen = False  # --once: a screen to print, no toasts over it (the runs pane still flags ⚠)
         self.db = db
         self.clock = clock
         self.interval = interval
-        self.poller = Poller(db, immutable=immutable, clock=clock)
+        self.poller = Poller(db, immutable=immutable, clock=clock, gpus=gpus)
+        self.gpu_stats: tuple[GpuStat, ...] = ()
         self.poller.selected = select  # None: a run training now, else the SFT run with the most RL runs from it
         self.snapshot: Snapshot | None = None
         self.cursor: int | None = None
@@ -149,6 +166,7 @@ class HealerApp(App[None]):
             yield Static(EMPTY, id="empty")
             with Vertical(id="dashboard"):
                 yield RunsPane(id="runs")
+                yield GpuPanel(id="gpus")
                 with Horizontal(id="panels"):
                     yield AccuracyPanel(id="accuracy")
                     yield RotationPanel(id="rotation")
@@ -158,7 +176,24 @@ class HealerApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.theme = self.settings.theme
+        for pane in PANES.values():
+            if not self.settings.shows(pane):
+                self.query_one(f"#{pane}").display = False
+        self.watch(self, "theme", self._theme_changed, init=False)
         self.poll()
+
+    def _theme_changed(self, theme: str) -> None:
+        self._save(dataclasses.replace(self.settings, theme=theme))
+
+    def _save(self, settings: Settings) -> None:
+        """Keep a change of theme or panes for the next start (tui.toml), unless this app only shows a screen."""
+        self.settings = settings
+        if self.save_settings:
+            try:
+                save_settings(settings)
+            except OSError as exc:
+                self.notify(f"settings not saved: {exc}", severity="warning")
 
     def on_unmount(self) -> None:
         self._stop.set()
@@ -166,8 +201,13 @@ class HealerApp(App[None]):
 
     @work(thread=True, exclusive=True, group="poller")
     def poll(self) -> None:
-        def send(item: Snapshot | str) -> None:
-            self.post_message(SnapshotReady(item) if isinstance(item, Snapshot) else Notice(item))
+        def send(item: Snapshot | GpuReading | str) -> None:
+            if isinstance(item, Snapshot):
+                self.post_message(SnapshotReady(item))
+            elif isinstance(item, GpuReading):
+                self.post_message(GpusRead(item))
+            else:
+                self.post_message(Notice(item))
 
         self.poller.run(send, self._stop, self.interval)
 
@@ -194,7 +234,18 @@ class HealerApp(App[None]):
                     self.notify(line.alarm, title="forgetting", severity="warning", timeout=12)
         self.query_one(QueuePane).show(snapshot.queue)
         self._render_panels()
+        self._show_gpus()
         self._header(None)
+
+    def on_gpus_read(self, message: GpusRead) -> None:
+        self.gpu_stats = message.reading.stats
+        self._show_gpus()
+
+    def _show_gpus(self) -> None:
+        """Each GPU and the runs holding it (hidden while nvidia-smi reports none, or when the user hid the pane)."""
+        panel = self.query_one(GpuPanel)
+        panel.show(list(self.gpu_stats), holders(self.snapshot.queue if self.snapshot else ()))
+        panel.display = bool(self.gpu_stats) and self.settings.shows("gpus")
 
     def on_notice(self, message: Notice) -> None:
         self._header(message.text)
@@ -444,8 +495,16 @@ class HealerApp(App[None]):
             panel.action_side(what)
 
     def action_toggle(self, pane: str) -> None:
+        """Show or hide a pane; the choice is kept for the next start."""
         widget = self.query_one(f"#{pane}")
-        widget.display = not widget.display
+        shown = not self.settings.shows(pane)
+        self._save(with_pane(self.settings, pane, shown))
+        if pane == "gpus":
+            self._show_gpus()
+            if not self.gpu_stats:
+                self.notify("no GPUs: nvidia-smi reports none on this machine", severity="information")
+        else:
+            widget.display = self.settings.shows(pane)
 
     def action_queue(self) -> None:
         views = self.query_one("#views", ContentSwitcher)
@@ -524,12 +583,12 @@ async def _snapshot_taken(app: HealerApp, timeout: float = 30.0) -> None:
 
 
 def once(db: Path, width: int, height: int, immutable: bool = False, svg: Path | None = None,
-         select: int | None = None) -> str:  # fmt: skip
+         select: int | None = None, settings: Settings = DEFAULTS) -> str:  # fmt: skip
     """Start the app headless, wait for the first snapshot, return the first screen as text (and save it as an SVG
     screenshot when `svg` names a file)."""
     import asyncio
 
-    app = HealerApp(db, immutable=immutable, select=select)
+    app = HealerApp(db, immutable=immutable, select=select, settings=settings)
     app.headless_screen = True
     text: list[str] = []
 

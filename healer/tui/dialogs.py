@@ -12,7 +12,7 @@ from typing import ClassVar
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Select, Static
 
@@ -33,6 +33,11 @@ def rl_presets() -> list[str]:
         if method in RL_METHODS:
             names.append(path.stem)
     return names
+
+
+def field(label: str, widget: Input | Select[str]) -> Horizontal:
+    """A labelled one-line field: the label names the CLI option the widget fills."""
+    return Horizontal(Label(label, classes="field-label"), widget, classes="field")
 
 
 def _shown(action: Action) -> str:
@@ -136,9 +141,10 @@ class RLDialog(ChangingDialog):
         super().__init__(action, db)
 
     def rl_fields(self) -> ComposeResult:
-        yield Select([(p, p) for p in self.presets], value=self.presets[0], allow_blank=False, id="preset")
-        yield Input(placeholder="overrides: train.lr=1e-6 train.max_steps=200", id="overrides")
-        yield Input(placeholder="priority (default 0)", id="priority")
+        yield field("preset", Select([(p, p) for p in self.presets], value=self.presets[0], allow_blank=False,
+                                     id="preset"))  # fmt: skip
+        yield field("--set", Input(placeholder="train.lr=1e-6 train.max_steps=200", id="overrides"))
+        yield field("priority", Input(placeholder="0", id="priority"))
 
     def overrides(self) -> list[str]:
         try:
@@ -155,7 +161,7 @@ class QueueRLDialog(RLDialog):
         super().__init__(actions.queue_rl(presets[0] if presets else "?", run, step, []), db, presets)
 
     def fields(self) -> ComposeResult:
-        yield Label(f"from the checkpoint run {self.run}@{self.step}; preset:")
+        yield Label(f"from the checkpoint run {self.run}@{self.step}")
         yield from self.rl_fields()
 
     def current(self) -> Action:
@@ -171,11 +177,11 @@ class HealDialog(RLDialog):
         super().__init__(actions.heal(run, presets[0] if presets else "?", around=step), db, presets)
 
     def fields(self) -> ComposeResult:
-        yield Label(f"RL from checkpoints of run {self.run}; start points:")
-        yield Select([(f"around {self.run}@{self.step}", "around"), ("at peak-ood, last", "peak-ood,last"),
-                      ("at peak-ood", "peak-ood"), ("at last", "last")], value="around", allow_blank=False,
-                     id="where")  # fmt: skip
-        yield Input(placeholder="how many checkpoints around it (default 5)", id="count")
+        yield Label(f"RL from checkpoints of run {self.run}")
+        picks = [(f"around {self.run}@{self.step}", "around"), ("peak-ood, last", "peak-ood,last"),
+                 ("peak-ood", "peak-ood"), ("last", "last")]  # fmt: skip
+        yield field("start at", Select(picks, value="around", allow_blank=False, id="where"))
+        yield field("count", Input(placeholder="5 (checkpoints around it)", id="count"))
         yield from self.rl_fields()
 
     def current(self) -> Action:
@@ -195,11 +201,12 @@ class EvalDialog(ChangingDialog):
         super().__init__(actions.evaluate(run, step), db)
 
     def fields(self) -> ComposeResult:
-        yield Label(f"the checkpoint run {self.run}@{self.step}; splits and protocol:")
-        yield Select([("the run's splits", ""), ("id", "id"), ("ood", "ood"), ("id and ood", "id,ood")], value="",
-                     allow_blank=False, id="split")  # fmt: skip
-        yield Select([("the run's protocol", ""), ("single attempt", "single"), ("feedback (the paper's)", "feedback")],
-                     value="", allow_blank=False, id="protocol")  # fmt: skip
+        yield Label(f"the checkpoint run {self.run}@{self.step}, as a job for `healer worker`")
+        yield field("splits", Select([("the run's splits", ""), ("id", "id"), ("ood", "ood"), ("id and ood", "id,ood")],
+                                     value="", allow_blank=False, id="split"))  # fmt: skip
+        yield field("protocol", Select([("the run's protocol", ""), ("single attempt", "single"),
+                                        ("feedback (the paper's)", "feedback")], value="", allow_blank=False,
+                                       id="protocol"))  # fmt: skip
 
     def current(self) -> Action:
         return actions.evaluate(self.run, self.step, self.choice("#split"), self.choice("#protocol"))
@@ -213,11 +220,12 @@ class SpectraDialog(ChangingDialog):
         super().__init__(actions.spectra(run, step), db)
 
     def fields(self) -> ComposeResult:
-        yield Label(f"the checkpoint run {self.run}@{self.step}; reference and k:")
-        yield Select([("base (the lineage's first model)", "base"), ("start (where its run started)", "start"),
-                      ("parent@peak-ood (the paper's)", "parent@peak-ood")], value="base", allow_blank=False,
-                     id="ref")  # fmt: skip
-        yield Input(placeholder="k: top-k subspaces (default: the run's spectra.k)", id="k")
+        yield Label(f"the checkpoint run {self.run}@{self.step}, as a job for `healer worker`")
+        yield field("reference", Select([("base (the lineage's first model)", "base"),
+                                         ("start (where its run started)", "start"),
+                                         ("parent@peak-ood (the paper's)", "parent@peak-ood")], value="base",
+                                        allow_blank=False, id="ref"))  # fmt: skip
+        yield field("k", Input(placeholder="the run's spectra.k (top-k subspaces)", id="k"))
 
     def current(self) -> Action:
         k = self.number("#k", "--k", None)

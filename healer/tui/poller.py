@@ -15,16 +15,29 @@ from collections.abc import Callable
 from pathlib import Path
 
 from healer.errors import HealerError
+from healer.gpus import GpuStat
 from healer.store.views import Reader
 from healer.tui.snapshot import Snapshot, refresh
 
 POLL_S = 1.0
+GPU_S = 3.0  # nvidia-smi is read this often (it takes tens of milliseconds; the store's feed is cheaper)
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuReading:
+    """What nvidia-smi said this time (empty on a CPU box: the panel stays hidden)."""
+
+    stats: tuple[GpuStat, ...]
 
 
 class Poller:
     """Reads snapshots of one store: `poll()` returns a new one when the feed moved or the selection changed."""
 
-    def __init__(self, path: Path, *, immutable: bool = False, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: Path, *, immutable: bool = False, clock: Callable[[], float] = time.time,
+                 gpus: Callable[[], list[GpuStat]] | None = None) -> None:  # fmt: skip
+        self.gpus = gpus  # None: no GPU panel (read_gpus where nvidia-smi exists)
+        self._gpus_at = -GPU_S
+        self._gpus_shown: tuple[GpuStat, ...] | None = None
         self.path = path
         self.immutable = immutable
         self.clock = clock
@@ -58,9 +71,26 @@ class Poller:
             self.selected = snapshot.selected
         return snapshot
 
-    def run(self, send: Callable[[Snapshot | str], None], stop: threading.Event, interval: float = POLL_S) -> None:
-        """Poll until `stop` is set: each new snapshot, or a one-line notice when a read fails, goes to `send`."""
+    def poll_gpus(self) -> GpuReading | None:
+        """nvidia-smi's reading when GPU_S has passed and it changed since the last one sent."""
+        now = time.monotonic()
+        if self.gpus is None or now - self._gpus_at < GPU_S:
+            return None
+        self._gpus_at = now
+        stats = tuple(self.gpus())
+        if stats == self._gpus_shown:
+            return None
+        self._gpus_shown = stats
+        return GpuReading(stats)
+
+    def run(self, send: Callable[[Snapshot | GpuReading | str], None], stop: threading.Event,
+            interval: float = POLL_S) -> None:  # fmt: skip
+        """Poll until `stop` is set: each new snapshot and GPU reading, or a one-line notice when a read fails, goes
+        to `send`."""
         while not stop.is_set():
+            reading = self.poll_gpus()
+            if reading is not None:
+                send(reading)
             try:
                 snapshot = self.poll()
             except (sqlite3.Error, HealerError) as exc:

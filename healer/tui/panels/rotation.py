@@ -220,7 +220,7 @@ def rotation_lines(rows: Sequence[Spectrum], all_rows: Sequence[Spectrum], step_
     if (by_module and by_module.forced) or by_step.forced:
         scale.append((f" {FORCED_GLYPH}k≥n", FORCED_STYLE))
     if signed:
-        scale += [("  Δ ", ""), ("▲more", MORE), (" ", ""), ("▼less", LESS)]
+        scale += [(" ", ""), ("▲", MORE), ("▼", LESS), ("Δ", "")]
     lines.append(scale)
     return lines
 

@@ -148,6 +148,16 @@ def _pct(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.1f}"
 
 
+def reset_columns(table: DataTable[Text], names: tuple[str, ...]) -> None:
+    """Empty a table for new rows, with these columns (kept when they are already these: no flicker)."""
+    if tuple(str(c.label) for c in table.columns.values()) != names:
+        table.clear(columns=True)
+        for name in names:
+            table.add_column(name, key=name or "status")
+    else:
+        table.clear()
+
+
 class RunsPane(DataTable[Text]):
     """The runs tree as a table; `enter` asks the app for the run's detail, the cursor row is the selection."""
 
@@ -162,12 +172,7 @@ class RunsPane(DataTable[Text]):
         self.lines = lines
         width = self.size.width or 80
         names = columns_for(width)
-        if tuple(str(c.label) for c in self.columns.values()) != names:
-            self.clear(columns=True)
-            for name in names:
-                self.add_column(name, key=name or "status")
-        else:
-            self.clear()
+        reset_columns(self, names)
         room = label_width(width, lines)
         for line in lines:
             glyph, style = STATUS_GLYPHS.get(line.status, ("?", ""))
