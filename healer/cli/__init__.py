@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from healer import __version__
-from healer.cli import db, demo, evaluate, heal, model, presets, queue, runs, spectra, task, tui
+from healer.cli import db, demo, evaluate, export, heal, model, presets, queue, runs, spectra, task, tui
 from healer.cli.common import App, fail
 
 PITCH = "Run, measure and steer SFT then RL post-training; every number lands in one SQLite file."
@@ -53,6 +53,7 @@ heal.register(app)
 queue.register(app)
 spectra.register(app)
 tui.register(app)
+export.register(app)
 app.add_typer(presets.app, name="presets")
 app.add_typer(model.app, name="model")
 

@@ -77,7 +77,11 @@ def demo(
     out.print()
     tree(str(stage1.id), json_out=False)
     out.print(f"\ndatabase: {paths.db_path()}", markup=False)
-    out.print("watch it: healer tui   (←/→ walk the checkpoints, 4 the queue, ? the keys, q quits)", markup=False)
+    out.print("watch it: healer tui   (←/→ walk the checkpoints, r RL from here, 4 the queue, ? the keys, q quits)",
+              markup=False)  # fmt: skip
+    out.print(f"for the paper: healer export table {stage1.id} -o heal.tex  |  healer export sweep {stage1.id} "
+              f"--format markdown  |  healer export figure accuracy {stage1.id} -o accuracy.pdf  |  healer export "
+              f"spectra {stage1.id}", markup=False)  # fmt: skip
     out.print(f"next: healer queue ls --all  |  healer runs show {stage1.id}  |  healer heal {stage1.id} --report  |  "
               f"healer spectra show {stage1.id}  |  healer runs show {edited.id}  |  healer eval samples "
               f"{stage1.id}@last --split ood --wrong", markup=False)  # fmt: skip
