@@ -26,7 +26,7 @@ from healer import __version__
 from healer.errors import HealerError
 from healer.evals import by_step, default_protocol, find_peaks
 from healer.store import Eval, Run
-from healer.store.views import HealRow, LineageMetric, Reader
+from healer.store.views import HealRow, Reader
 
 FORMATS = ("latex", "markdown", "csv", "json")
 CI_STYLES = ("brackets", "pm", "none")
@@ -642,6 +642,14 @@ def check_output(path: Path | None) -> None:
         raise HealerError(f"-o {path}: its folder does not exist; create it first")
 
 
+def export_to(table: Table, fmt: str, path: Path, provenance: Provenance, ci: str = "brackets",
+              comment: bool | None = None) -> None:  # fmt: skip
+    """`healer export table|sweep|spectra -o FILE` (and the TUI's `E`): render and write the file whole."""
+    check_output(path)
+    comment = fmt != "csv" if comment is None else comment
+    write_atomic(path.expanduser(), render(table, fmt, provenance, ci, comment=comment))
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write through a temporary file in the same folder and rename it: a reader never sees half a file."""
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as handle:
@@ -664,34 +672,3 @@ def backup_db(source: Path, target: Path) -> int:
         Path(scratch).unlink(missing_ok=True)
         raise
     return target.stat().st_size
-
-
-# -- the TUI's `E` ---------------------------------------------------------------------------------------------
-
-
-def lineage_markdown(reader: Reader, run_id: int) -> str:
-    """The evaluations along a run's lineage (its ancestors up to where it started, then its own), one row per
-    checkpoint: accuracy in percent with its Wilson 95 % interval and correct/n, for every split evaluated."""
-    rows = reader.lineage_metrics(run_id, metrics=False)
-    run = reader.find_run(run_id)
-    splits = sorted({r.name.split("/")[1] for r in rows})
-    by_point: dict[tuple[int, int, int], dict[str, LineageMetric]] = {}
-    for r in rows:
-        by_point.setdefault((r.lineage_step, r.run, r.step), {})[r.name.split("/")[1]] = r
-    header = ["lineage step", "checkpoint", "protocol", *(f"{s.upper()} % [95% CI] (correct/n)" for s in splits)]
-    lines = [
-        f"<!-- healer {__version__}: {reader.path}; lineage of run {run.id} ({run.name}); accuracies with Wilson 95 % "
-        "intervals, each row the checkpoint RUN@STEP it was measured on -->",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---:" if i == 0 else "---" for i in range(len(header))) + "|",
-    ]
-    for (lineage_step, run_of, step), cells in sorted(by_point.items()):
-        values = [_cell(cells[split]) if split in cells else "" for split in splits]
-        protocol = next(iter(cells.values())).protocol
-        lines.append(f"| {lineage_step} | {run_of}@{step} | {protocol} | " + " | ".join(values) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _cell(m: LineageMetric) -> str:
-    assert m.value is not None and m.ci_low is not None and m.ci_high is not None
-    return f"{100 * m.value:.1f} [{100 * m.ci_low:.1f}, {100 * m.ci_high:.1f}] ({m.correct}/{m.n})"

@@ -250,6 +250,6 @@ def test_a_copy_of_the_store_taken_while_a_run_writes_is_whole(store: tuple[Path
         copied = conn.execute("SELECT COUNT(*) FROM metrics WHERE run_id = ?", [runs["live"]]).fetchone()[0]
     assert copied >= 240  # the seed's 120 steps of 2 metrics, and what the writer had committed
     assert not (tmp_path / "copy.db-wal").exists()
-    shown = healer("--db", str(copy), "tui", "--read-only", "--once", "--width", "80", "--height", "24")
+    shown = healer("tui", "--db", str(copy), "--read-only", "--once", "--width", "80", "--height", "24")
     assert shown.returncode == 0, shown.stderr
-    assert "gp-sft" in shown.stdout
+    assert "gp-sft" in shown.stdout and "read-only: actions off" in shown.stdout  # said in the footer

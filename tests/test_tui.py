@@ -569,6 +569,7 @@ async def test_read_only_refuses_every_action(tmp_path: Path, store: tuple[Path,
             await pilot.press(key)
             assert not app.screen.query("#dialog"), key
         assert "read-only" in str(app.query_one("#header").render())
+        assert "read-only: actions off" in app.screen_text().splitlines()[-1]  # and in the footer
     assert path.read_bytes() == before
 
 

@@ -197,29 +197,31 @@ def test_runs_rm_on_the_cli(store: Seeded) -> None:
     assert runs["grpo-from-20"] not in _run_ids(path)
 
 
-async def test_E_writes_the_lineage_table_with_each_number_from_its_eval(store: Seeded, healer_home: Path) -> None:
+async def test_E_writes_what_healer_export_table_writes(store: Seeded, healer_home: Path, tmp_path: Path) -> None:
     path, runs = store
     app = _app_on(path, runs)
     async with app.run_test(size=(80, 24)) as pilot:
         await _ready(app, pilot)
         await pilot.press("E")
-        shown = str(app.screen.query_one("#dialog-command").render())
+        dialog = app.screen
+        dialog.query_one("#stages").value = "base,later"
+        await pilot.pause()
+        await pilot.press("enter")
+        assert "--stages 'base,later'" in str(dialog.query_one("#dialog-error").render())
+        dialog.query_one("#stages").value = "base,peak-ood,sft-end,rl-end"
+        await pilot.pause()
+        shown = str(dialog.query_one("#dialog-command").render())
         await pilot.press("enter")
         await _closed(app, pilot)
-    target = healer_home / "exports" / f"lineage-{runs['sft']}.md"
-    assert shown == f"write {target}"
-    lines = target.read_text().splitlines()
-    assert lines[0].startswith("<!-- healer ") and lines[1].startswith("| lineage step | checkpoint | protocol")
-    with Reader(path) as reader:
-        evals = {(e.step, e.split): e for e in reader.evals(runs["sft"])}
-    body = [line.strip("|").split(" | ") for line in lines[3:]]
-    assert [row[1].strip() for row in body] == ["1@0", "1@20", "1@40", "1@60"]
-    for row in body:
-        step = int(row[1].split("@")[1])
-        for split, cell in zip(("id", "ood"), row[3:], strict=True):
-            e = evals[(step, split)]
-            assert cell.strip() == (f"{100 * e.accuracy:.1f} [{100 * e.ci_low:.1f}, {100 * e.ci_high:.1f}] "
-                                    f"({e.correct}/{e.n})")  # fmt: skip
+    target = healer_home / "exports" / f"table-{runs['sft']}.md"
+    assert shown == (f"$ healer export table {runs['sft']} --format markdown --stages base,peak-ood,sft-end,rl-end "
+                     f"-o {target}")  # fmt: skip
+    cli = tmp_path / "cli.md"
+    result = healer("--db", str(path), *shown[2:].split()[1:-1], str(cli))
+    assert result.returncode == 0, result.stderr
+    body = [line for line in target.read_text().splitlines() if line.startswith("| ")]
+    assert body == [line for line in cli.read_text().splitlines() if line.startswith("| ")]  # the CLI's table
+    assert len(body) == 3 and body[1].startswith("| gp-sft → grpo-from-20 | 10.0 [5.5, 17.4] |")  # a header, 2 rows
 
 
 async def test_p_pins_the_panels_while_the_cursor_moves(store: Seeded) -> None:

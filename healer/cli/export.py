@@ -5,13 +5,16 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from healer import paths
 from healer.cli.common import App, err, open_reader
 from healer.errors import HealerError
+
+if TYPE_CHECKING:
+    from healer.export import Table
 
 app = App(help="Tables and figures for papers, every number traceable to its checkpoint; a consistent copy of the "
           "store.")  # fmt: skip
@@ -49,19 +52,18 @@ def _format(fmt: str | None, out: Path | None) -> str:
     return fmt
 
 
-def _emit(table: object, fmt: str | None, out: Path | None, ci: str, comment: bool | None) -> None:
-    from healer.export import CI_STYLES, Provenance, check_output, render, write_atomic
+def _emit(table: "Table", fmt: str | None, out: Path | None, ci: str, comment: bool | None) -> None:
+    from healer.export import CI_STYLES, Provenance, check_output, export_to, render
 
     check_output(out)
     fmt = _format(fmt, out)
     if ci not in CI_STYLES:
         raise HealerError(f"--ci {ci!r}: give one of {', '.join(CI_STYLES)}")
     provenance = Provenance(str(paths.db_path()), _command())
-    text = render(table, fmt, provenance, ci, comment=comment if comment is not None else fmt != "csv")  # type: ignore[arg-type]
     if out is None:
-        sys.stdout.write(text)
+        sys.stdout.write(render(table, fmt, provenance, ci, comment=comment if comment is not None else fmt != "csv"))
         return
-    write_atomic(out.expanduser(), text)
+    export_to(table, fmt, out, provenance, ci, comment)
     err.print(f"wrote {out} ({fmt})", markup=False)
 
 

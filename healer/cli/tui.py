@@ -1,5 +1,6 @@
 """`healer tui`: the live dashboard over SSH (Textual), or its first screen as text (--once)."""
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +44,9 @@ def tui(
         typer.Option(help="a Textual theme for this session (default: tui.toml's; the palette's picker keeps one)"),
     ] = None,
     svg: Annotated[Path | None, typer.Option(help="--once: also save the screen as an SVG screenshot here")] = None,
+    db_file: Annotated[
+        Path | None, typer.Option("--db", help="the database to open (the same as `healer --db FILE tui`)")
+    ] = None,
     web: Annotated[
         bool, typer.Option("--web", help="serve the app to a browser on 127.0.0.1 only (reach it by an SSH tunnel)")
     ] = False,
@@ -64,6 +68,12 @@ def tui(
         raise HealerError(f"--theme {theme!r}: not a Textual theme; one of {', '.join(tui_settings.themes())}")
     alarm_drop = settings.alarm_drop if alarm_drop is None else alarm_drop
 
+    if db_file is not None:
+        db_file = db_file.expanduser().resolve()
+        if not db_file.exists():
+            raise HealerError(f"--db {db_file}: no such file; give a healer database (`healer export db -o FILE` "
+                              "makes a copy)")  # fmt: skip
+        os.environ["HEALER_DB"] = str(db_file)
     db = paths.db_path()
     if not db.exists():
         raise HealerError(f"no database at {db}; run `healer demo` or `healer run PRESET` first, or pass --db")

@@ -166,18 +166,29 @@ def delete(run: int) -> Action:
     return Action("delete the run", f"healer runs rm {run}", do)
 
 
-def export_lineage(run: int, folder: Path | None = None) -> Action:
-    """`E`: the lineage's ID/OOD accuracies as a Markdown table in $HEALER_HOME/exports (until `healer export`)."""
-    target = (folder or paths.home() / "exports") / f"lineage-{run}.md"
+EXPORT_SUFFIXES = {"markdown": "md", "latex": "tex", "csv": "csv", "json": "json"}
+
+
+def export_path(run: int, fmt: str) -> Path:
+    """Where `E` writes by default: $HEALER_HOME/exports/table-RUN.SUFFIX."""
+    return paths.home() / "exports" / f"table-{run}.{EXPORT_SUFFIXES[fmt]}"
+
+
+def export_table(run: int, fmt: str = "markdown", stages: str = "base,peak-ood,sft-end,rl-end",
+                 path: Path | None = None) -> Action:  # fmt: skip
+    """`E`: the lineage's table for the paper (`healer export table RUN --format F --stages S -o FILE`)."""
+    target = path or export_path(run, fmt)
+    parts = ["healer", "export", "table", str(run), "--format", fmt, "--stages", stages, "-o", str(target)]
 
     def do(db: Path) -> str:
-        from healer.export import lineage_markdown, write_atomic
+        from healer.export import STAGES, Provenance, export_to, heal_table, parse_list
         from healer.store.views import Reader
 
         with Reader(db) as reader:
-            text = lineage_markdown(reader, run)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, text)
-        return f"wrote {target} ({text.count(chr(10)) - 3} checkpoints)"
+            table = heal_table(reader, [str(run)], parse_list(stages, STAGES, "--stages"))
+        if path is None:  # healer's own exports folder; a path the user gave must exist, as on the CLI
+            target.parent.mkdir(parents=True, exist_ok=True)
+        export_to(table, fmt, target, Provenance(str(db), shlex.join(parts)))
+        return f"wrote {target} ({fmt}, {len(table.rows)} rows)"
 
-    return Action("export the lineage's table (Markdown)", f"write {target}", do)
+    return Action("export the lineage's table", shlex.join(parts), do)

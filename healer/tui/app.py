@@ -21,7 +21,15 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Input, Static
 from healer.errors import HealerError
 from healer.gpus import GpuStat, holders
 from healer.tui import actions
-from healer.tui.dialogs import ConfirmDialog, EvalDialog, HealDialog, QueueRLDialog, SpectraDialog, rl_presets
+from healer.tui.dialogs import (
+    ConfirmDialog,
+    EvalDialog,
+    ExportDialog,
+    HealDialog,
+    QueueRLDialog,
+    SpectraDialog,
+    rl_presets,
+)
 from healer.tui.panels.accuracy import AccuracyPanel
 from healer.tui.panels.detail import DetailScreen
 from healer.tui.panels.gpus import GpuPanel
@@ -103,6 +111,7 @@ class HealerApp(App[None]):
     CSS_PATH = "healer.tcss"
     TITLE = "healer"
     BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+o", "read_only_note", "read-only: actions off"),  # in the footer under --read-only only
         Binding("q", "quit", "quit"),
         Binding("question_mark", "keys", "keys"),
         Binding("slash", "filter", "filter", show=False),
@@ -403,7 +412,12 @@ class HealerApp(App[None]):
         if lineage is None:
             self.notify("no lineage to export: select a run", severity="warning")
             return
-        self._act(ConfirmDialog(actions.export_lineage(lineage.run), self.db))
+        rows = self.snapshot.rows if self.snapshot else {}
+        row = rows.get(lineage.run)
+        with_rl = (row is not None and row.kind == "rl") or any(r.parent_run == lineage.run and r.kind == "rl"
+                                                                for r in rows.values())  # fmt: skip
+        stages = "base,peak-ood,sft-end,rl-end" if with_rl else "base,peak-ood,sft-end"
+        self._act(ExportDialog(self.db, lineage.run, stages))
 
     def action_delete(self) -> None:
         run = self.query_one(RunsPane).selected_run
@@ -544,7 +558,12 @@ class HealerApp(App[None]):
     def _filter_done(self, event: Input.Submitted) -> None:
         self.query_one(RunsPane).focus()
 
+    def action_read_only_note(self) -> None:
+        self.notify("read-only (--read-only): actions are off; open the store without it to act", severity="warning")
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "read_only_note":
+            return self.poller.immutable  # False hides it from the footer
         if action in DASHBOARD_ACTIONS and isinstance(self.screen, DetailScreen):
             return False  # the detail screen has keys of its own
         return not (

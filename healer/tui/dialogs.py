@@ -232,3 +232,24 @@ class SpectraDialog(ChangingDialog):
         if k is not None and k < 1:
             raise HealerError("--k must be at least 1")
         return actions.spectra(self.run, self.step, self.choice("#ref"), k)
+
+
+class ExportDialog(ChangingDialog):
+    """`E`: the lineage's table for the paper, in a format, with its stages, to a file (`healer export table`)."""
+
+    def __init__(self, db: Path, run: int, stages: str) -> None:
+        self.run, self.stages = run, stages
+        super().__init__(actions.export_table(run, "markdown", stages), db)
+
+    def fields(self) -> ComposeResult:
+        yield Label(f"the table of run {self.run}'s lineage, every number with its checkpoint")
+        yield field("format", Select([("Markdown", "markdown"), ("LaTeX (booktabs)", "latex"), ("CSV", "csv"),
+                                      ("JSON", "json")], value="markdown", allow_blank=False, id="format"))  # fmt: skip
+        yield field("stages", Input(value=self.stages, id="stages"))
+        yield field("-o", Input(placeholder=str(actions.export_path(self.run, "markdown")), id="path"))
+
+    def current(self) -> Action:
+        fmt = self.choice("#format")
+        path = self.text("#path")
+        self.query_one("#path", Input).placeholder = str(actions.export_path(self.run, fmt))
+        return actions.export_table(self.run, fmt, self.text("#stages"), Path(path).expanduser() if path else None)
