@@ -21,3 +21,16 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
     low = 0.0 if correct == 0 else max(0.0, centre - half)
     high = 1.0 if correct == n else min(1.0, centre + half)
     return low, high
+
+
+def mcnemar(b: int, c: int) -> float:
+    """Exact two-sided McNemar test on paired outcomes: `b` items right only under A, `c` right only under B. Under
+    the null both are equally likely, so min(b, c) is binomial(b + c, 1/2); p = 2 P(X <= min(b, c)), capped at 1,
+    computed in exact integers (1.0 when there are no discordant pairs)."""
+    if b < 0 or c < 0:
+        raise ValueError(f"counts must be non-negative, not b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)

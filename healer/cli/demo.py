@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,7 @@ from healer.presets import Preset, build_spec, load_preset, renamed
 from healer.runner import reap, stop
 from healer.store import Run, Status, Store
 from healer.store.views import to_plain
+from healer.verdicts import of_lineage
 
 STAGE0, STAGE1, STAGE2 = "tiny-pretrain", "tiny-sft", "tiny-grpo"
 # The control for stage 2: SFT continued from the same checkpoint at GRPO's learning rate and step count, so that
@@ -31,6 +33,9 @@ CONTROL = ["train.lr=1e-4", "train.max_steps=100", "train.save_steps=25", "train
 def demo(
     home: Annotated[Path | None, typer.Option(help="use this directory as $HEALER_HOME for the demo")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="do not print the worker's lines")] = False,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="print the verdicts as JSON on stdout (the tables go to stderr)")
+    ] = False,
 ) -> None:
     """Teach the offline tiny model to read a rule, fine-tune it on ID data only and watch OOD accuracy fall, then
     run GRPO from the OOD peak and the last checkpoint (with an SFT control) and see what it recovers. Every stage
@@ -39,6 +44,8 @@ def demo(
     if home is not None:
         os.environ["HEALER_HOME"] = str(home.expanduser().resolve())
         os.environ.pop("HEALER_DB", None)
+    if json_out:
+        out.file = sys.stderr  # stdout carries the JSON document only
     store = open_store()
     pretrain = load_preset(STAGE0)
     stage0 = cached_stage0(store, pretrain)
@@ -76,6 +83,16 @@ def demo(
     edited = surgery(store, stage1)
     out.print()
     tree(str(stage1.id), json_out=False)
+    verdicts = of_lineage(open_reader(), stage1.id, [r.id for r in healed], control.id, edited.id)
+    out.print("\nwhat this run showed of the paper's claims (Wilson 95 % intervals, McNemar's test on the same items):",
+              markup=False)  # fmt: skip
+    for verdict in verdicts:
+        out.print(f"  {verdict.line()}", markup=False)
+    if json_out:
+        runs = {"stage0": stage0.id, "stage1": stage1.id, "rl": [r.id for r in healed], "control": control.id,
+                "edit": edited.id}  # fmt: skip
+        sys.stdout.write(json.dumps({"database": str(paths.db_path()), "runs": runs,
+                                     "verdicts": [v.to_json() for v in verdicts]}, indent=2) + "\n")  # fmt: skip
     out.print(f"\ndatabase: {paths.db_path()}", markup=False)
     out.print("watch it: healer tui   (←/→ walk the checkpoints, r RL from here, 4 the queue, ? the keys, q quits)",
               markup=False)  # fmt: skip

@@ -912,18 +912,19 @@ class Reader:
         checkpoints = self._all("SELECT step FROM checkpoints WHERE run_id = ? AND pruned_at IS NULL ORDER BY step",
                                 [sft.id])  # fmt: skip
         last = checkpoints[-1][0] if checkpoints else None
-
-        def samples(eval_ids: Sequence[int]) -> dict[int, dict[int, bool]]:
-            found: dict[int, dict[int, bool]] = {i: {} for i in eval_ids}
-            marks = ", ".join("?" * len(eval_ids))
-            if eval_ids:
-                sql = f"SELECT eval_id, idx, correct FROM eval_samples WHERE eval_id IN ({marks})"
-                for eval_id, idx, correct in self._all(sql, list(eval_ids)):
-                    found[eval_id][idx] = bool(correct)
-            return found
-
-        rows_ = heal_rows(sft, evals, rl_runs, last_checkpoint=last, samples=samples)
+        rows_ = heal_rows(sft, evals, rl_runs, last_checkpoint=last, samples=self.eval_items)
         return HealSweep(sft.id, sft.name, tuple(HealRow(**r) for r in rows_))
+
+    def eval_items(self, eval_ids: Sequence[int]) -> dict[int, dict[int, bool]]:
+        """Which items each evaluation got right ({eval id: {item: correct}}), in one query: what paired
+        comparisons (flips, McNemar's test) read."""
+        found: dict[int, dict[int, bool]] = {i: {} for i in eval_ids}
+        marks = ", ".join("?" * len(eval_ids))
+        if eval_ids:
+            sql = f"SELECT eval_id, idx, correct FROM eval_samples WHERE eval_id IN ({marks})"
+            for eval_id, idx, correct in self._all(sql, list(eval_ids)):
+                found[eval_id][idx] = bool(correct)
+        return found
 
     # -- the change feed ---------------------------------------------------------------------------------------
 
