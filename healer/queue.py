@@ -39,8 +39,9 @@ def add(store: Store, preset: Preset, *, start: str | None = None, after: str | 
         raise HealerError("--gpus must be 0 or more")
     after_run = store.find_run(after).id if after else None
     start_ref = check_start_ref(store, start) if start else None
-    return create_run(store, preset, parent_run=_parent_of(store, start_ref), parent_step=None, queued=1,
-                      priority=priority, gpus=gpus, after_run=after_run, start_ref=start_ref)  # fmt: skip
+    parent_run, parent_step = _parent_of(start_ref)
+    return create_run(store, preset, parent_run=parent_run, parent_step=parent_step, queued=1, priority=priority,
+                      gpus=gpus, after_run=after_run, start_ref=start_ref)  # fmt: skip
 
 
 def check_start_ref(store: Store, text: str) -> str:
@@ -60,10 +61,13 @@ def check_start_ref(store: Store, text: str) -> str:
     return f"{run.id}@{selector}"
 
 
-def _parent_of(store: Store, start_ref: str | None) -> int | None:
+def _parent_of(start_ref: str | None) -> tuple[int | None, int | None]:
+    """The checkpoint a queued run starts from, as far as it is known now: RUN@STEP names both; RUN@peak-ood names
+    the run only (the step is picked once it is done)."""
     if start_ref is None or "@" not in start_ref:
-        return None
-    return int(start_ref.split("@")[0])
+        return None, None
+    run, selector = start_ref.split("@", 1)
+    return int(run), int(selector) if selector.isdigit() else None
 
 
 def ready_runs(store: Store, fail: Callable[[Run, str], None]) -> Iterator[Run]:

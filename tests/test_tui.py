@@ -513,6 +513,7 @@ async def test_r_queues_rl_from_the_checkpoint_under_the_cursor(store: tuple[Pat
     assert (added.kind, added.status, added.queued, added.start_ref, added.parent_run, added.priority) == (
         "rl", "queued", 1, f"{runs['sft']}@20", runs["sft"], 3)  # fmt: skip
     assert added.spec_dict["train"]["max_steps"] == 7 and added.name.endswith("-from-1@20")
+    assert added.parent_step == 20  # the checkpoint it starts from, known now (a named pick waits for its run)
 
 
 async def test_k_p_r_c_write_what_the_cli_would(store: tuple[Path, dict[str, int]]) -> None:

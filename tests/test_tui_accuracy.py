@@ -161,3 +161,18 @@ async def test_panel_empty_lineage_and_before_mount() -> None:
         await app.mount(panel)
         await pilot.pause()
         assert panel.query_one("#acc-empty").display and panel.data is None
+
+
+def test_the_legend_wins_a_narrow_caption_and_keeps_the_names_tails() -> None:
+    from rich.text import Text
+
+    from healer.tui.panels.accuracy import legend_caption
+
+    cursor = Text("@1800 ●ID 98% 97–99 ◆OOD 6% 5–9 loss 0.0066")
+    runs = [(3, "tiny-grpo-from-peak-ood", "red"), (4, "tiny-grpo-from-last", "blue")]
+    narrow = legend_caption(cursor.copy(), runs, 40).plain
+    assert narrow.startswith("@1800  ◇3 …") and "◇4 " in narrow and narrow.endswith("from-last")
+    assert len(narrow) <= 40
+    wide = legend_caption(cursor.copy(), runs, 120).plain
+    assert wide == cursor.plain + "  ◇3 tiny-grpo-from-peak-ood  ◇4 tiny-grpo-from-last"
+    assert legend_caption(cursor.copy(), [], 40).plain == cursor.plain

@@ -114,7 +114,8 @@ class Ancestor:
 
 @dataclass(frozen=True)
 class ChildRow:
-    """A run started (or queued to start) from this run's checkpoints; parent_step is None until a worker picks."""
+    """A run started (or queued to start) from this run's checkpoints; parent_step is None while it waits for a
+    named pick (RUN@peak-ood is chosen once RUN is done)."""
 
     id: int
     name: str

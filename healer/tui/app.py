@@ -263,11 +263,10 @@ class HealerApp(App[None]):
         snapshot = self.snapshot
         parts = [f"healer · {self.db.name}" + (" (read-only: actions off)" if self.poller.immutable else "")]
         if snapshot is not None:
-            running = [r for r in snapshot.rows.values() if r.status == "running"]
+            runs = [r for r in snapshot.rows.values() if not (r.kind in ("eval", "spectra") and r.parent_run)]
+            running = [r for r in runs if r.status == "running"]
             dead = sum(1 for r in running if r.alive is False)
-            parts.append(
-                f"{len(snapshot.rows)} runs, {len(running) - dead} running" + (f", {dead} dead" if dead else "")
-            )
+            parts.append(f"{len(runs)} runs, {len(running) - dead} running" + (f", {dead} dead" if dead else ""))
             if snapshot.paused:
                 parts.append("queue paused")
             if self.pinned is not None:

@@ -131,6 +131,22 @@ def readout(data: ChartData, lineage: Lineage, cursor: int | None) -> Text:
     return text
 
 
+def legend_caption(caption: Text, overlays: list[tuple[int, str, str]], width: int) -> Text:
+    """The caption with a legend entry per overlaid run; where the line is too narrow for both, the legend wins (the
+    readout under the panels repeats the cursor's numbers) and the names share what room is left, cut at the front:
+    runs of one sweep differ at the end (`tiny-grpo-from-peak-ood`, `tiny-grpo-from-last`)."""
+    if not overlays:
+        return caption
+    entries = [(f"  {OVERLAY_MARK}{run} ", name, style) for run, name, style in overlays]
+    need = sum(len(head) + len(name) for head, name, _ in entries)
+    if caption.cell_len + need > width:
+        caption = Text(caption.plain.split(" ")[0], no_wrap=True, overflow="ellipsis")  # just `@STEP`
+    room = max(3, (width - caption.cell_len - sum(len(head) for head, _, _ in entries)) // len(entries))
+    for head, name, style in entries:
+        caption.append(head + (name if len(name) <= room else "…" + name[-(room - 1) :]), style)  # the tail tells apart
+    return caption
+
+
 class _Compact(NumericAxisFormatter):
     """Tick labels that fit the 4-character margin: 1500 -> 1.5k, 100 -> 100, 0.8123 -> 0.81."""
 
@@ -290,11 +306,11 @@ class AccuracyPanel(Widget, can_focus=True):
         loss.clear()
         if data is None or lineage is None:
             return
-        caption = readout(data, lineage, self._cursor)
         drawn = [(run, name, series(ov), overlay_style(run)) for run, name, ov in self._overlays if ov.points]
-        for run, name, _, style in drawn:
-            caption.append(f"  {OVERLAY_MARK}{run} {name}", style)
-        self.query_one("#acc-caption", Static).update(caption)
+        self.query_one("#acc-caption", Static).update(
+            legend_caption(readout(data, lineage, self._cursor), [(run, name, style) for run, name, _, style in drawn],
+                           self.size.width or 80)
+        )  # fmt: skip
 
         lo, hi = data.x_range
         for _, _, ov, _ in drawn:
