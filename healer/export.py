@@ -37,6 +37,10 @@ STAGE_TITLES = {"base": "Base", "peak-ood": "SFT OOD peak", "sft-end": "SFT end"
                 "control": "SFT control"}  # fmt: skip
 STAGE_WORDS = {"base": "the base model", "peak-ood": "SFT's OOD peak", "sft-end": "the end of SFT",
                "rl-end": "after RL", "control": "the SFT control (SFT continued from RL's start)"}  # fmt: skip
+REC_CAPTION = (
+    " Rec.: the share of the OOD accuracy RL's start checkpoint had lost against SFT's best (its "
+    "starting model included) that RL recovered."
+)
 CI_MARK = "{ci}"  # in a caption: where render says how intervals are shown (the renderer's choice)
 SEED_KEYS = (("name",), ("train", "seed"), ("model", "path"), ("model", "build"))  # what differs between seeds
 
@@ -168,6 +172,7 @@ def heal_table(reader: Reader, refs: Sequence[str], stages: Sequence[str] = DEFA
     (or a row of its own when it has none and no RL stage is asked for); an RL run for itself and its SFT parent."""
     runs = reader.runs()
     pairs: list[tuple[Run, Run | None]] = []
+    left_out: list[str] = []
     for ref in refs:
         run = reader.find_run(ref)
         if run.kind.value == "rl":
@@ -175,8 +180,11 @@ def heal_table(reader: Reader, refs: Sequence[str], stages: Sequence[str] = DEFA
                 raise HealerError(f"run {run.id} ({run.name}) did not start from an SFT run's checkpoint")
             pairs.append((reader.find_run(run.parent_run), run))
             continue
-        children = [r.id for r in runs if r.parent_run == run.id and r.kind == "rl"]
-        pairs += [(run, reader.find_run(c)) for c in children] if children else [(run, None)]
+        children = [reader.find_run(r.id) for r in runs if r.parent_run == run.id and r.kind == "rl"]
+        done = [c for c in children if any(e.step > 0 for e in reader.evals(c.id))]
+        left_out += [f"left out: run {c.id} ({c.name}), {c.status.value}, no evaluated checkpoint yet"
+                     for c in children if c not in done]  # fmt: skip
+        pairs += [(run, c) for c in done] if done else [(run, None)]
     rows = [_lineage_row(reader, sft, rl, stages, splits, runs) for sft, rl in pairs]
     columns = [Column(f"{stage}/{split}", split.upper(), STAGE_TITLES[stage]) for stage in stages for split in splits]
     if "rl-end" in stages:
@@ -186,10 +194,9 @@ def heal_table(reader: Reader, refs: Sequence[str], stages: Sequence[str] = DEFA
     ns = sorted({c.n for r in rows for c in _accs(r)})
     caption = (f"ID and OOD accuracy (%) at {_words([STAGE_WORDS[s] for s in stages])}"
                f"{CI_MARK}; protocol {', '.join(protocols)}, n = {', '.join(map(str, ns))} episodes per "
-               "split." + (" Rec.: the share of the OOD accuracy lost between SFT's OOD peak and RL's start "
-                           "checkpoint that RL recovered." if "rl-end" in stages else ""))  # fmt: skip
+               "split." + (REC_CAPTION if "rl-end" in stages else ""))  # fmt: skip
     run_ids = tuple(dict.fromkeys(r.id for pair in pairs for r in pair if r is not None))
-    return Table("heal", tuple(columns), tuple(rows), caption, run_ids, "tab:healer-heal")
+    return Table("heal", tuple(columns), tuple(rows), caption, run_ids, "tab:healer-heal", tuple(left_out))
 
 
 def _words(items: list[str]) -> str:

@@ -5,6 +5,7 @@ inside the functions, so `healer --help` never loads it."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import os
 import tempfile
@@ -45,16 +46,29 @@ METADATA = {"pdf": {"CreationDate": None, "Producer": None}, "svg": {"Date": Non
 
 def accuracy(reader: Reader, runs: list[int], path: Path, width: str = "single") -> dict[str, Any]:
     """ID and OOD accuracy (%) of each run's lineage on the lineage step axis, Wilson 95 % bands, where each run
-    continued another (dotted, labelled with its method) and a star at each lineage's OOD peak."""
+    continued another (dotted, labelled with its method) and a star at each lineage's OOD peak. A lineage starts at
+    the earliest run asked for (an RL run brings its SFT parent, the curve it heals): `accuracy SFT RL...` leaves out
+    the pretraining the SFT run started from; ask for that run too to draw it."""
     if not runs:
         raise HealerError("give at least one run to draw")
     chains, lineages = {}, {}
+    asked = [reader.find_run(ref) for ref in runs]
+    wanted = {r.id for r in asked} | {r.parent_run for r in asked if r.kind.value == "rl" and r.parent_run}
     for ref in runs:
         run = reader.find_run(ref)
-        rows = [m for m in reader.lineage_metrics(run.id, metrics=False) if m.value is not None]
+        chain = reader.chain(run.id)
+        first = next(i for i, r in enumerate(chain) if r.id in wanted)  # ancestors nobody asked for are left out
+        shift = segments(chain)[first].offset  # so the axis starts at the first asked-for run's step 0
+        kept = {r.id for r in chain[first:]}
+        measured = reader.lineage_metrics(run.id, metrics=False)
+        rows = [dataclasses.replace(m, lineage_step=m.lineage_step - shift)
+                for m in measured if m.value is not None and m.run in kept]  # fmt: skip
+        root = chain[first]
+        if first > 0 and not any(m.run == root.id and m.step == 0 for m in rows):  # its step 0, once its parent's
+            rows = _start_points(reader, root) + rows
         if not any(m.run == run.id for m in rows):
             raise HealerError(f"run {run.id} has no evaluations yet; `healer eval {run.id}` first")
-        chains[run.id], lineages[run.id] = reader.chain(run.id), rows
+        chains[run.id], lineages[run.id] = chain[first:], rows
     curves = _curves(lineages, chains)
     sources = list(dict.fromkeys(run for run, _ in curves))
     by_run = len(sources) > 1  # one colour per run; a lone run gets one colour per split instead
@@ -77,10 +91,24 @@ def accuracy(reader: Reader, runs: list[int], path: Path, width: str = "single")
         ax.set_ylim(bottom=0)
         runs_key = [(colour(r, "id"), names[r]) for r in sources] if by_run else []
         splits_key = ("black", "black") if by_run else (colour(sources[0], "id"), colour(sources[0], "ood"))
-        _accuracy_legend(fig, runs_key, *splits_key, columns=3 if width == "single" else 6)
+        longest = max((len(name) for _, name in runs_key), default=0)
+        columns = (2 if longest > 12 else 3) if width == "single" else (4 if longest > 20 else 6)
+        _accuracy_legend(fig, runs_key, *splits_key, columns=columns)
     drawn = {(m.run, m.step, m.name): m for points in curves.values() for m in points}
     checkpoints = [_checkpoint(m.run, m.step, _split(m), m.protocol, m.n) for m in drawn.values()]
     return _provenance(reader, "accuracy", list(chains), checkpoints, WIDTHS[width])
+
+
+def _start_points(reader: Reader, run: Any) -> list[LineageMetric]:
+    """A run's own evaluation of the model it started from, as points at step 0 of the axis (on a longer lineage
+    they stand for the parent's checkpoint, which the figure leaves out)."""
+    from healer.evals import by_step, default_protocol
+
+    evals = reader.evals(run.id)
+    at_start = by_step(evals, default_protocol(evals)).get(0, {})
+    return [LineageMetric(run.id, run.name, run.kind.value, 0, 0, f"eval/{split}/accuracy", e.accuracy, None, e.n,
+                          e.correct, e.ci_low, e.ci_high, e.protocol)
+            for split, e in sorted(at_start.items())]  # fmt: skip
 
 
 def _split(m: LineageMetric) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from healer.errors import HealerError
 from healer.export import Provenance, heal_table, render, spectra_table, sweep_table
 from healer.stats import wilson
 from healer.store import Status, Store
@@ -253,3 +254,38 @@ def test_a_copy_of_the_store_taken_while_a_run_writes_is_whole(store: tuple[Path
     shown = healer("tui", "--db", str(copy), "--read-only", "--once", "--width", "80", "--height", "24")
     assert shown.returncode == 0, shown.stderr
     assert "gp-sft" in shown.stdout and "read-only: actions off" in shown.stdout  # said in the footer
+
+
+def test_an_rl_run_not_evaluated_yet_is_left_out_and_said_so(store: tuple[Path, dict[str, int]]) -> None:
+    path, runs = store
+    with Store(path) as writer:
+        queued = writer.create_run(kind="rl", method="grpo", name="grpo-later-too", spec={}, parent_run=runs["sft"],
+                                   parent_step=40, queued=1)  # fmt: skip
+    with Reader(path) as reader:
+        table = heal_table(reader, [str(runs["sft"])])
+        assert [r.label for r in table.rows] == ["gp-sft → grpo-from-20", "gp-sft → grpo-from-60"]
+        assert f"left out: run {queued.id} (grpo-later-too), queued, no evaluated checkpoint yet" in table.notes
+        with pytest.raises(HealerError, match="no evaluated checkpoint"):
+            heal_table(reader, [str(queued.id)])  # named on its own: an error, not a silent gap
+
+
+def test_an_accuracy_figure_starts_at_the_earliest_run_asked_for(store: tuple[Path, dict[str, int]],
+                                                                  tmp_path: Path) -> None:  # fmt: skip
+    """SFT continued from another SFT run (as the demo's stage 1 continues stage 0): asked for alone, the figure draws
+    it from its own step 0, without the run it started from; an RL run brings its SFT parent."""
+    from healer import figures
+    from tests.test_tui import _eval as seed_eval
+
+    path, runs = store
+    with Store(path) as writer:
+        child = writer.create_run(kind="sft", method="sft", name="sft-more", spec={}, parent_run=runs["sft"],
+                                  parent_step=40, queued=0)  # fmt: skip
+        for step, (id_correct, ood_correct) in ((0, (60, 14)), (10, (65, 11))):
+            seed_eval(writer, child.id, step, "id", id_correct)
+            seed_eval(writer, child.id, step, "ood", ood_correct)
+    (tmp_path / "figs").mkdir()
+    with Reader(path) as reader:
+        alone = figures.accuracy(reader, [child.id], tmp_path / "figs" / "a.png")
+        with_rl = figures.accuracy(reader, [runs["grpo-from-20"]], tmp_path / "figs" / "b.png")
+    assert {(c["run"], c["step"]) for c in alone["checkpoints"]} == {(child.id, 0), (child.id, 10)}
+    assert {c["run"] for c in with_rl["checkpoints"]} == {runs["sft"], runs["grpo-from-20"]}
