@@ -121,3 +121,21 @@ def test_a_lineage_without_control_or_edit_leaves_those_untested(store: Store, t
                                                       ("rl-heals", None), ("edit-restores", None)]  # fmt: skip
     line = Verdict("forgetting", True, "OOD 90 → 60").line()
     assert line.startswith("shown") and line.endswith("(1 seed)")
+
+
+def test_a_second_demo_in_the_same_home_is_one_line_naming_the_first(tmp_path: Path) -> None:
+    import fcntl
+
+    from tests.conftest import healer
+
+    home = tmp_path / "demo-home"
+    home.mkdir()
+    with (home / "demo.lock").open("a+") as held:  # what a running demo holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        result = healer("demo", "--home", str(home))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert "a demo is already running" in line and "pid 4242" in line
+    assert not (home / "healer.db").exists()  # nothing queued behind the first demo's back

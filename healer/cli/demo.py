@@ -1,12 +1,13 @@
 """`healer demo`: the whole loop on a CPU with the tiny model healer builds itself."""
 
+import fcntl
 import json
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
@@ -44,6 +45,7 @@ def demo(
     if home is not None:
         os.environ["HEALER_HOME"] = str(home.expanduser().resolve())
         os.environ.pop("HEALER_DB", None)
+    lock = one_demo_at_a_time()  # noqa: F841  (held until the process ends)
     if json_out:
         out.file = sys.stderr  # stdout carries the JSON document only
     store = open_store()
@@ -105,6 +107,27 @@ def demo(
     failed = [r for r in [*healed, control] if r.status != Status.DONE]
     if failed:
         raise typer.Exit(EXIT_CODES.get(Status(failed[0].status), 1))
+
+
+def one_demo_at_a_time() -> TextIO:
+    """An exclusive lock on $HEALER_HOME/demo.lock for this process's life (the OS drops it when the process ends, a
+    crash included): a second demo in the same home is one line naming the first, not two workers on one queue."""
+    path = paths.home() / "demo.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        handle.close()
+        raise HealerError(f"a demo is already running in {paths.home()} (pid {pid}); wait for it, or stop it with "
+                          f"Ctrl-C in its terminal (kill -INT {pid})") from None  # fmt: skip
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def work_through(store: Store, runs: set[int], quiet: bool) -> None:
