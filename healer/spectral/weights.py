@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from healer.errors import HealerError
+from healer.models import materialise_if_named
 from healer.spectral import MODULES
 
 PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.(q|k|v|o|gate|up|down)_proj\.weight$")
@@ -29,6 +30,7 @@ class Matrix:
 def model_directory(path: str) -> Path:
     """A model's directory: the path itself, or a hub id found in the local cache (nothing is downloaded)."""
     directory = Path(path).expanduser()
+    materialise_if_named(str(directory))  # a named model's directory (smollm2-135m) is converted on first read
     if directory.is_dir():
         return directory.resolve()
     try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any
 
+from healer import models
 from healer.errors import HealerError
 from healer.presets import RunSpec
 
@@ -54,9 +57,13 @@ def checkpointing_argument() -> str:
 
 
 def ensure_model(spec: RunSpec) -> str:
-    """The model path, after building healer's tiny model there if the preset asks for it and it is missing."""
+    """The model path, after building healer's tiny model or converting a named model (smollm2-135m) there if the
+    preset asks for it and it is missing."""
     path = spec.model.path
-    if spec.model.build and not Path(path).exists():
+    named = models.named(spec.model.build)
+    if named is not None:
+        models.materialise(named, Path(path))
+    elif spec.model.build and not Path(path).exists():
         from healer.train.tiny import save_tiny
 
         print(f"healer: building the {spec.model.build} model at {path}", flush=True)
@@ -64,9 +71,31 @@ def ensure_model(spec: RunSpec) -> str:
     return path
 
 
+def save_from_gguf(gguf: Path, out_dir: Path) -> None:
+    """De-quantise a GGUF file to a float32 checkpoint (safetensors) with its tokenizer, chat template and generation
+    config, all through save_pretrained, so it loads like any other model directory."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # transformers may keep a GGUF file's weights packed, which save_pretrained refuses to write: ask for dense ones.
+    # Versions without GgufConfig always de-quantise.
+    gguf_config = getattr(transformers, "GgufConfig", None)
+    dense = {"quantization_config": gguf_config(dequantize=True)} if gguf_config else {}
+    folder, name = str(gguf.parent), gguf.name
+    with contextlib.redirect_stderr(io.StringIO()):  # the de-quantising progress bar has no switch; logs want none
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, **dense)
+        tokenizer.model_max_length = model.config.max_position_embeddings  # the GGUF tokenizer leaves it unbounded
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        model.generation_config.save_pretrained(out_dir)
+
+
 def load_tokenizer(path: str, spec: RunSpec) -> Any:
     from transformers import AutoTokenizer
 
+    models.materialise_if_named(path)
     kwargs = _hub_kwargs(spec)
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     if tokenizer.pad_token is None:
@@ -79,6 +108,7 @@ def load_model(path: str, spec: RunSpec) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
+    models.materialise_if_named(path)
     return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, **_hub_kwargs(spec))
 
 
