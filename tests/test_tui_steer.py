@@ -350,3 +350,58 @@ def test_a_bad_setting_is_one_line_and_the_tui_starts_with_the_default(store: Se
     assert "healer" in result.stdout
     bad = healer("--db", str(path), "tui", "--once", "--theme", "neon")
     assert bad.returncode == 2 and "--theme 'neon'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# -- the lineage from the selected run on, `z` for all of it ------------------------------------------------------
+
+
+def _continued(path: Path, runs: dict[str, int]) -> dict[str, int]:
+    """SFT continued from the SFT run's checkpoint at 40 (as the demo's stage 1 continues stage 0), and GRPO from it."""
+    from tests.test_tui import _eval as seed_eval
+
+    with Store(path) as writer:
+        more = writer.create_run(kind="sft", method="sft", name="sft-more", spec={}, parent_run=runs["sft"],
+                                 parent_step=40, queued=0)  # fmt: skip
+        for step, (id_correct, ood_correct) in ((0, (60, 14)), (10, (65, 11)), (20, (70, 8))):
+            seed_eval(writer, more.id, step, "id", id_correct)
+            seed_eval(writer, more.id, step, "ood", ood_correct)
+        rl = writer.create_run(kind="rl", method="grpo", name="grpo-more", spec={}, parent_run=more.id,
+                               parent_step=20, queued=0)  # fmt: skip
+        seed_eval(writer, rl.id, 5, "ood", 12)
+    return {"more": more.id, "rl": rl.id}
+
+
+def test_the_charts_start_at_the_selected_run_and_an_rl_run_keeps_its_parent(store: Seeded) -> None:
+    from healer.tui.snapshot import take, zoomed
+
+    path, runs = store
+    added = _continued(path, runs)
+    with Reader(path) as reader:
+        for selected, first_run in ((added["more"], added["more"]), (added["rl"], added["more"]),
+                                    (runs["sft"], runs["sft"])):  # fmt: skip
+            snapshot = take(reader, selected, now=CLOCK)
+            kinds = {run: row.kind for run, row in snapshot.rows.items()}
+            full, view = snapshot.lineage, zoomed(snapshot.lineage, kinds)
+            assert view is not None and full is not None
+            assert view.runs[0][0] == first_run
+            lo = view.runs[0][2]
+            assert [p.lineage_step for p in view.points] == [
+                p.lineage_step for p in full.points if p.lineage_step >= lo
+            ]
+            if first_run == added["more"]:
+                assert lo == 40 and (view.points[0].run, view.points[0].step) == (runs["sft"], 40)  # where it started
+                assert all(s >= 40 for s, _ in view.loss) and view.peak_ood == 40
+
+
+async def test_z_shows_the_whole_lineage_and_back(store: Seeded) -> None:
+    path, runs = store
+    added = _continued(path, runs)
+    app = HealerApp(path, clock=lambda: CLOCK, interval=0.1, select=added["more"])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot, lambda: app.snapshot.selected == added["more"])
+        assert app.snapshot.lineage.points[0].lineage_step == 40
+        await pilot.press("z")
+        assert app.whole_lineage and app.snapshot.lineage.points[0].lineage_step == 0
+        assert str(app.query_one("#readout").render()).startswith(f"run {added['more']}@20")  # the cursor stayed
+        await pilot.press("z")
+        assert not app.whole_lineage and app.snapshot.lineage.points[0].lineage_step == 40

@@ -39,7 +39,7 @@ from healer.tui.panels.runs import ALARM_DROP, RunsPane, run_lines
 from healer.tui.poller import GpuReading, Poller
 from healer.tui.settings import DEFAULTS, Settings, with_pane
 from healer.tui.settings import save as save_settings
-from healer.tui.snapshot import Lineage, Point, Snapshot
+from healer.tui.snapshot import Lineage, Point, Snapshot, zoomed
 
 EMPTY = "no runs yet: `healer demo` or `healer run PRESET`"
 PANES = {"1": "runs", "2": "accuracy", "3": "rotation", "g": "gpus"}
@@ -56,7 +56,8 @@ WRITES = {
     "priority",
     "delete",
 }  # the actions that write (off under --read-only; `E` writes a file, not the store, but a read-only box may not)
-DASHBOARD_ACTIONS = {"cursor", "toggle", "queue", "filter", "back", "rotation", "compare", "pin", "diff", *WRITES}
+DASHBOARD_ACTIONS = {"cursor", "toggle", "queue", "filter", "back", "rotation", "compare", "pin", "diff", "zoom",
+                     *WRITES}  # fmt: skip
 
 
 class SnapshotReady(Message):
@@ -121,6 +122,7 @@ class HealerApp(App[None]):
         Binding("2", "toggle('accuracy')", "accuracy", show=False),
         Binding("3", "toggle('rotation')", "rotation", show=False),
         Binding("g", "toggle('gpus')", "GPUs", show=False),
+        Binding("z", "zoom", "whole lineage", show=False),
         Binding("4", "queue", "queue"),
         Binding("space", "compare", "compare", show=False),
         Binding("r", "queue_rl", "RL from here"),
@@ -163,6 +165,8 @@ class HealerApp(App[None]):
         self.cursor: int | None = None
         self.query_text = ""
         self.pinned: int | None = None  # `p`: the panels stay on this run while the runs pane's cursor moves
+        self.whole_lineage = False  # `z`: the charts from the lineage's root, not from the selected run
+        self.raw_lineage: Lineage | None = None  # the snapshot's lineage before the zoom
         self.diff_base: Point | None = None  # `x`: the rotation map shows the cursor's checkpoint minus this one
         self._stop = threading.Event()
 
@@ -223,7 +227,8 @@ class HealerApp(App[None]):
     # -- snapshots -----------------------------------------------------------------------------------------
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
-        snapshot = message.snapshot
+        self.raw_lineage = message.snapshot.lineage
+        snapshot = self._view(message.snapshot)
         previous = self.snapshot
         self.snapshot = snapshot
         views = self.query_one("#views", ContentSwitcher)
@@ -276,6 +281,28 @@ class HealerApp(App[None]):
         if notice:
             parts.append(notice)
         self.query_one("#header", Static).update(" · ".join(parts))
+
+    def _view(self, snapshot: Snapshot) -> Snapshot:
+        """The snapshot as the charts show it: its lineage from the selected run on, unless `z` asked for all of it."""
+        if self.whole_lineage or snapshot.lineage is None:
+            return snapshot
+        kinds = {run: row.kind for run, row in snapshot.rows.items()}
+        compared = {run: zoomed(view, kinds) or view for run, view in snapshot.compared.items()}
+        return dataclasses.replace(snapshot, lineage=zoomed(self.raw_lineage, kinds), compared=compared)
+
+    def action_zoom(self) -> None:
+        """`z`: the whole lineage (from its root, pretraining included) or from the selected run on."""
+        if self.snapshot is None:
+            return
+        self.whole_lineage = not self.whole_lineage
+        previous = self.snapshot
+        self.snapshot = self._view(dataclasses.replace(self.snapshot, lineage=self.raw_lineage))
+        old = previous.lineage.points[self.cursor] if previous.lineage and self.cursor is not None else None
+        keys = [(p.run, p.step) for p in self.snapshot.lineage.points] if self.snapshot.lineage else []
+        key = (old.run, old.step) if old is not None else None
+        self.cursor = keys.index(key) if key in keys else (len(keys) - 1 if keys else None)
+        self._render_panels()
+        self.notify("the whole lineage, from its root" if self.whole_lineage else "the lineage from this run on")
 
     def _keep_cursor(self, previous: Snapshot | None, snapshot: Snapshot) -> None:
         """The cursor stays on its checkpoint across polls, or follows the newest one while it sits on the last (as

@@ -70,6 +70,30 @@ class Lineage:
         return tuple(r for r in rows if r.step == point.step and r.ref == ref)
 
 
+def zoomed(lineage: Lineage | None, kinds: dict[int, str]) -> Lineage | None:
+    """The lineage from the selected run on (an RL run keeps its parent, the curve it heals): an SFT run that
+    continued a pretraining run fills the chart instead of its last sliver. The axis keeps its steps; the point where
+    the kept part starts (the parent's checkpoint it started from) stays as its first point."""
+    if lineage is None or len(lineage.runs) < 2:
+        return lineage
+    first = len(lineage.runs) - 1
+    if kinds.get(lineage.run) == "rl" and first > 0:
+        first -= 1
+    if first == 0:
+        return lineage
+    lo = lineage.runs[first][2]
+    points = tuple(p for p in lineage.points if p.lineage_step >= lo)
+    ood = [(p.ood.correct / p.ood.n, -p.lineage_step) for p in points if p.ood is not None and p.ood.n]
+    return dataclasses.replace(
+        lineage,
+        runs=lineage.runs[first:],
+        points=points,
+        loss=tuple((s, v) for s, v in lineage.loss if s >= lo),
+        starts=tuple(s for s in lineage.starts if s.lineage_step > lo),
+        peak_ood=-max(ood)[1] if ood else None,
+    )
+
+
 @dataclass(frozen=True)
 class Snapshot:
     seq: int  # the change feed's mark this snapshot reflects

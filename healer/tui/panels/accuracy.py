@@ -91,7 +91,7 @@ def series(lineage: Lineage) -> ChartData:
     steps = tuple(p.lineage_step for p in lineage.points)
     starts = tuple((s.lineage_step, f"{s.name} ({s.method})") for s in lineage.starts)
     xs = [*steps, *(s for s, _ in lineage.loss), *(s for s, _ in starts)]
-    lo = float(min([0, *xs]))
+    lo = float(min([lineage.runs[0][2] if lineage.runs else 0, *xs]))  # 0, or where a zoomed lineage starts
     hi = float(max(xs, default=lo))
     return ChartData(
         steps=steps,
