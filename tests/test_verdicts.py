@@ -139,3 +139,16 @@ def test_a_second_demo_in_the_same_home_is_one_line_naming_the_first(tmp_path: P
     (line,) = result.stderr.strip().splitlines()
     assert "a demo is already running" in line and "pid 4242" in line
     assert not (home / "healer.db").exists()  # nothing queued behind the first demo's back
+
+
+def test_open_tui_needs_a_terminal_and_says_so_before_anything_runs(tmp_path: Path) -> None:
+    from tests.conftest import healer
+
+    home = tmp_path / "demo-home"
+    result = healer("demo", "--home", str(home), "--open-tui")  # a pipe, not a terminal
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        == "error: --open-tui needs a terminal; run `healer tui` on the store once the demo is done"
+    )
+    assert not (home / "healer.db").exists()

@@ -37,6 +37,9 @@ def demo(
     json_out: Annotated[
         bool, typer.Option("--json", help="print the verdicts as JSON on stdout (the tables go to stderr)")
     ] = False,
+    open_tui: Annotated[
+        bool, typer.Option("--open-tui", help="open `healer tui` on the demo's store at the end")
+    ] = False,
 ) -> None:
     """Teach the offline tiny model to read a rule, fine-tune it on ID data only and watch OOD accuracy fall, then
     run GRPO from the OOD peak and the last checkpoint (with an SFT control) and see what it recovers. Every stage
@@ -45,6 +48,10 @@ def demo(
     if home is not None:
         os.environ["HEALER_HOME"] = str(home.expanduser().resolve())
         os.environ.pop("HEALER_DB", None)
+    if open_tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise HealerError("--open-tui needs a terminal; run `healer tui` on the store once the demo is done")
+    if open_tui and json_out:
+        raise HealerError("--open-tui and --json do not go together: the TUI takes the terminal that JSON would fill")
     lock = one_demo_at_a_time()  # noqa: F841  (held until the process ends)
     if json_out:
         out.file = sys.stderr  # stdout carries the JSON document only
@@ -104,6 +111,11 @@ def demo(
     out.print(f"next: healer queue ls --all  |  healer runs show {stage1.id}  |  healer heal {stage1.id} --report  |  "
               f"healer spectra show {stage1.id}  |  healer runs show {edited.id}  |  healer eval samples "
               f"{stage1.id}@last --split ood --wrong", markup=False)  # fmt: skip
+    if open_tui:
+        from healer.tui.app import HealerApp
+        from healer.tui.settings import load
+
+        HealerApp(paths.db_path(), select=stage1.id, settings=load()[0], save_settings=True).run()
     failed = [r for r in [*healed, control] if r.status != Status.DONE]
     if failed:
         raise typer.Exit(EXIT_CODES.get(Status(failed[0].status), 1))
