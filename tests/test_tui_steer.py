@@ -405,3 +405,40 @@ async def test_z_shows_the_whole_lineage_and_back(store: Seeded) -> None:
         assert str(app.query_one("#readout").render()).startswith(f"run {added['more']}@20")  # the cursor stayed
         await pilot.press("z")
         assert not app.whole_lineage and app.snapshot.lineage.points[0].lineage_step == 40
+
+
+async def test_c_stops_a_running_process_with_sigterm_and_records_the_cancel(store: Seeded) -> None:
+    """`c` on a running run: SIGTERM to its process group (as `healer queue cancel`), then the row says cancelled."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    path, runs = store
+    code = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\n"
+    code += "print('ready', flush=True)\n"
+    child = subprocess.Popen(  # a run's process: its own session, exits 143 on SIGTERM as the training child does
+        [sys.executable, "-c", code + "time.sleep(120)"], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        with Store(path) as writer:
+            run = writer.create_run(kind="sft", method="sft", name="training-now", spec={}, total_steps=100, queued=1)
+            writer.claim(run.id, worker="box:1", host=socket.gethostname(), assigned_gpus=None)
+            writer.mark_running(run.id, pid=child.pid, host=socket.gethostname())
+        app = _app_on(path, runs)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _ready(app, pilot, lambda: run.id in app.snapshot.rows)
+            await _select(app, pilot, run.id)
+            await pilot.press("c")
+            assert str(app.screen.query_one("#dialog-command").render()) == f"$ healer queue cancel {run.id}"
+            await pilot.press("enter")
+            await _closed(app, pilot)
+        assert child.wait(timeout=30) == 143  # it got SIGTERM (not SIGKILL: -9)
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+    with Store(path) as check:
+        cancelled = check.run(run.id)
+    assert (cancelled.status, cancelled.reason) == ("cancelled", "cancelled (healer queue cancel)")

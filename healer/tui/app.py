@@ -227,6 +227,8 @@ class HealerApp(App[None]):
     # -- snapshots -----------------------------------------------------------------------------------------
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        if self._stop.is_set() or not self.query("#views"):
+            return  # the app is closing: a poll that finished meanwhile has no screen to go to
         self.raw_lineage = message.snapshot.lineage
         snapshot = self._view(message.snapshot)
         previous = self.snapshot
