@@ -28,7 +28,8 @@ from healer.evals import by_step, default_protocol, find_peaks
 from healer.store import Eval, Run
 from healer.store.views import HealRow, Reader
 
-FORMATS = ("latex", "markdown", "csv", "json")
+FORMAT_SUFFIXES = {"latex": ".tex", "markdown": ".md", "csv": ".csv", "json": ".json"}
+FORMATS = tuple(FORMAT_SUFFIXES)
 CI_STYLES = ("brackets", "pm", "none")
 GROUPS = ("seed", "model", "none")
 STAGES = ("base", "peak-ood", "sft-end", "rl-end", "control")

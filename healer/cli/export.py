@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 app = App(help="Tables and figures for papers, every number traceable to its checkpoint; a consistent copy of the "
           "store.")  # fmt: skip
 
-SUFFIXES = {".tex": "latex", ".md": "markdown", ".csv": "csv", ".json": "json"}
 FIGURES = ("accuracy", "rotation", "drift", "sweep")
 FIGURE_SUFFIXES = (".pdf", ".png", ".svg")
 
@@ -43,10 +42,11 @@ def _command() -> str:
 
 
 def _format(fmt: str | None, out: Path | None) -> str:
-    from healer.export import FORMATS
+    from healer.export import FORMAT_SUFFIXES, FORMATS
 
     if fmt is None:
-        return SUFFIXES.get(out.suffix.lower(), "latex") if out is not None else "latex"
+        by_suffix = {suffix: name for name, suffix in FORMAT_SUFFIXES.items()}
+        return by_suffix.get(out.suffix.lower(), "latex") if out is not None else "latex"
     if fmt not in FORMATS:
         raise HealerError(f"--format {fmt!r}: give one of {', '.join(FORMATS)}")
     return fmt

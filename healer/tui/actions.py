@@ -166,12 +166,11 @@ def delete(run: int) -> Action:
     return Action("delete the run", f"healer runs rm {run}", do)
 
 
-EXPORT_SUFFIXES = {"markdown": "md", "latex": "tex", "csv": "csv", "json": "json"}
-
-
 def export_path(run: int, fmt: str) -> Path:
     """Where `E` writes by default: $HEALER_HOME/exports/table-RUN.SUFFIX."""
-    return paths.home() / "exports" / f"table-{run}.{EXPORT_SUFFIXES[fmt]}"
+    from healer.export import FORMAT_SUFFIXES
+
+    return paths.home() / "exports" / f"table-{run}{FORMAT_SUFFIXES[fmt]}"
 
 
 def export_table(run: int, fmt: str = "markdown", stages: str = "base,peak-ood,sft-end,rl-end",

@@ -40,11 +40,6 @@ def field(label: str, widget: Input | Select[str]) -> Horizontal:
     return Horizontal(Label(label, classes="field-label"), widget, classes="field")
 
 
-def _shown(action: Action) -> str:
-    """A CLI command as a shell line; anything else (a file it writes) as it is."""
-    return f"$ {action.command}" if action.command.startswith("healer ") else action.command
-
-
 class ConfirmDialog(ModalScreen[str | None]):
     """`enter` does the action, `escape` leaves; the result line comes back to the app."""
 
@@ -62,7 +57,7 @@ class ConfirmDialog(ModalScreen[str | None]):
         with Vertical(id="dialog"):
             yield Label(self.action_to_do.title, id="dialog-title")
             yield from self.fields()
-            yield Static(_shown(self.action_to_do), id="dialog-command")
+            yield Static(f"$ {self.action_to_do.command}", id="dialog-command")
             yield Static("", id="dialog-error")
             yield Static("enter: do it · escape: cancel", id="dialog-keys")
 
@@ -74,7 +69,7 @@ class ConfirmDialog(ModalScreen[str | None]):
 
     def refresh_command(self) -> None:
         try:
-            self.query_one("#dialog-command", Static).update(_shown(self.current()))
+            self.query_one("#dialog-command", Static).update(f"$ {self.current().command}")
         except HealerError as exc:
             self.query_one("#dialog-error", Static).update(f"error: {exc}")
 
