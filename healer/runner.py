@@ -22,6 +22,7 @@ from healer.presets import Preset, RunSpec, starting_from
 from healer.store import FINISHED, Run, Status, Store, pid_alive, process_gone
 
 CANCEL_GRACE_S = 30.0
+SAME_SIGNAL_S = 1.0  # a cancelling signal this soon after the first is the same request, not a second one
 KIND_OF_METHOD = {"sft": "sft", "grpo": "rl", "rloo": "rl"}
 
 
@@ -107,7 +108,7 @@ def run_foreground(store: Store, run: Run, echo: TextIO | None = sys.stderr) -> 
     kill) cancel the run: the same signal goes on to the run's process, which records it as the reason and stops;
     SIGKILL follows after the grace period or a second signal. If this process dies without a word (SIGKILL), the run
     notices its parent is gone and cancels itself: a foreground run never outlives its command."""
-    cancelled = False
+    cancelled, received = False, None
     with _signals_raise():  # from before the launch: no moment where a signal could leave the run behind
         process = launch(store, run, env={FOREGROUND_PARENT: str(os.getpid())})
         with open(run.log_path or os.devnull, errors="replace") as log:
@@ -119,8 +120,9 @@ def run_foreground(store: Store, run: Run, echo: TextIO | None = sys.stderr) -> 
                 cancelled = True
                 _say(echo, f"\ncancelling run {run.id} ({interrupt}) ...\n")
                 stop(process, signum=interrupt.signum)
+                received = f"received {interrupt}"
             _echo(log, echo)
-    return reap(store, run.id, process.returncode, cancelled=cancelled)
+    return reap(store, run.id, process.returncode, cancelled=cancelled, received=received)
 
 
 @contextlib.contextmanager
@@ -147,16 +149,19 @@ def stop_process_group(pid: int, grace_s: float = CANCEL_GRACE_S, signum: int = 
         os.killpg(pid, signum)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + grace_s
-    try:
-        while time.monotonic() < deadline:
+    start = time.monotonic()
+    while time.monotonic() < start + grace_s:
+        try:
             if not pid_alive(pid):
                 return
             time.sleep(0.2)
+        except KeyboardInterrupt:
+            if time.monotonic() - start >= SAME_SIGNAL_S:
+                break  # a second request: kill now
+            # the same request again: GNU timeout signals the command, then its whole process group
+    else:
         if on_kill is not None:
             on_kill()
-    except KeyboardInterrupt:
-        pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
 
@@ -168,12 +173,16 @@ def stop(process: subprocess.Popen[bytes], grace_s: float = CANCEL_GRACE_S, sign
     process.wait()
 
 
-def reap(store: Store, run_id: int, returncode: int | None, *, cancelled: bool = False) -> Run:
-    """Give a run whose process has ended a final status, if the process could not record one itself."""
+def reap(store: Store, run_id: int, returncode: int | None, *, cancelled: bool = False,
+         received: str | None = None) -> Run:  # fmt: skip
+    """Give a run whose process has ended a final status, if the process could not record one itself (`received`:
+    the signal that cancelled it, when the process was killed before it could say so)."""
     run = store.run(run_id)
     if run.status not in FINISHED:
         status = Status.CANCELLED if cancelled else Status.FAILED
         reason = f"{describe_exit(returncode)}; {tail_reason(run.log_path)}"
+        if received:
+            reason = f"{received}, then {reason}"
         store.finish_run(run_id, status, exit_code=returncode, reason=reason)
     return store.run(run_id)
 

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -227,6 +228,37 @@ def test_timeout_term_leaves_no_process_of_the_run(endless_run: EndlessRun) -> N
     assert [(r.status, r.kind) for r in runs] == [("cancelled", "sft")], stderr
     assert "SIGTERM" in (runs[0].reason or ""), runs[0].reason
     assert _run_processes() == []
+
+
+def test_the_same_signal_twice_at_once_is_one_request(endless_run: EndlessRun) -> None:
+    """GNU timeout sends SIGTERM to the command and then to its process group: the copy that lands while the run is
+    stopping must not count as "a second signal, kill now". One that comes later does: SIGKILL at once."""
+    parent, run_id, pid = endless_run()
+    os.kill(pid, signal.SIGSTOP)  # held, so that it cannot end before both signals have reached its parent
+    parent.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    parent.send_signal(signal.SIGTERM)
+    time.sleep(2)
+    assert not process_gone(pid), "the copy of the first SIGTERM killed the run"
+    os.kill(pid, signal.SIGCONT)
+    parent.communicate(timeout=GRACE_WAIT_S)
+    with Store(paths.db_path()) as store:
+        run = store.run(run_id)
+    assert (parent.returncode, run.status, run.reason) == (130, "cancelled", "received SIGTERM")
+
+
+def test_a_second_signal_later_kills_the_run_at_once(endless_run: EndlessRun) -> None:
+    parent, run_id, pid = endless_run()
+    os.kill(pid, signal.SIGSTOP)
+    parent.send_signal(signal.SIGTERM)
+    time.sleep(2)
+    parent.send_signal(signal.SIGTERM)
+    parent.communicate(timeout=60)
+    wait_until(lambda: process_gone(pid), f"the training process {pid} to be killed by the second SIGTERM", timeout=10)
+    with Store(paths.db_path()) as store:
+        run = store.run(run_id)
+    assert run.status == "cancelled", run
+    assert (run.reason or "").startswith("received SIGTERM, then killed by signal 9 (SIGKILL)"), run.reason
 
 
 def test_kill_9_of_healer_run_cancels_its_run_instead_of_orphaning_it(endless_run: EndlessRun) -> None:
