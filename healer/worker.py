@@ -99,6 +99,7 @@ class Worker:
     _stamped: float = 0.0
     _memory: dict[str, tuple[int, int]] | None = None  # nvidia-smi's answer, asked at most once per poll
     scope: set[int] | None = None  # only these runs and their evaluation jobs (`healer demo`); None: the whole queue
+    tick: Callable[[], None] | None = None  # called on every poll (`healer demo`'s progress lines)
 
     def __post_init__(self) -> None:
         if self.eval_policy not in EVAL_POLICIES:
@@ -124,6 +125,8 @@ class Worker:
                 self.store.set_setting(f"{WORKER_PREFIX}{self.name}", str(self._stamped))  # `queue add` looks
             self.reap_children()
             started = self.start_ready()
+            if self.tick is not None:
+                self.tick()
             if self.exit_when_idle and not self.children and not started and self._nothing_left():
                 self.say("worker: the queue is empty; exiting")
                 break

@@ -55,6 +55,20 @@ def wait_until(condition: Callable[[], T], what: str, timeout: float = 180, poll
         time.sleep(poll)
 
 
+def live_processes(in_cmdline: bytes, in_environ: str) -> list[int]:
+    """Pids of live processes whose command line holds `in_cmdline` and whose environment holds `in_environ`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if in_cmdline in cmdline and in_environ.encode() in environ:
+            found.append(int(proc.name))
+    return [pid for pid in found if not process_gone(pid)]
+
+
 def process_gone(pid: int) -> bool:
     """Whether no live process (zombies count as gone) has this pid."""
     from healer.store import pid_alive

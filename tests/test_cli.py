@@ -234,3 +234,23 @@ def test_demo_reuses_a_stage0_run_whose_spec_predates_new_keys(tmp_path: Path) -
     stored({**old, "bogus": 1})  # a spec that no longer parses is skipped, not an error
     found = cached_stage0(store, preset)
     assert found is not None and found.id == reusable
+
+
+def test_demo_rebuilds_a_stage0_run_that_failed_or_whose_checkpoint_is_gone(tmp_path: Path) -> None:
+    from healer.cli.demo import STAGE0, cached_stage0
+    from healer.presets import load_preset
+
+    preset = load_preset(STAGE0)
+    store = Store(tmp_path / "h.db")
+    checkpoint = tmp_path / "checkpoint-1200"
+    checkpoint.mkdir()
+    failed = store.create_run(kind="sft", method="sft", name=STAGE0, spec=preset.spec.to_dict(), model_path="/m")
+    store.add_checkpoint(failed.id, 1200, str(checkpoint))
+    store.finish_run(failed.id, Status.FAILED, exit_code=1)
+    assert cached_stage0(store, preset) is None
+    done = store.create_run(kind="sft", method="sft", name=STAGE0, spec=preset.spec.to_dict(), model_path="/m")
+    store.add_checkpoint(done.id, 1200, str(checkpoint))
+    store.finish_run(done.id, Status.DONE, exit_code=0)
+    assert cached_stage0(store, preset).id == done.id
+    checkpoint.rmdir()  # deleted by hand: the demo trains stage 0 again
+    assert cached_stage0(store, preset) is None

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from healer import paths
 from healer.runner import CANCEL_GRACE_S
 from healer.store import FINISHED, Run, Store
-from tests.conftest import REPO, healer, process_gone, wait_until
+from tests.conftest import REPO, healer, live_processes, process_gone, wait_until
 
 pytestmark = pytest.mark.slow
 EndlessRun = Callable[..., tuple[subprocess.Popen[str], int, int]]
@@ -149,16 +149,7 @@ def _wait_until_logging(parent: subprocess.Popen[str]) -> tuple[int, int]:
 
 def _run_processes() -> list[int]:
     """Pids of training processes (`python -m healer.train`) that use this test's database."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-            environ = (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if b"healer.train" in cmdline and f"HEALER_DB={paths.db_path()}".encode() in environ:
-            found.append(int(proc.name))
-    return [pid for pid in found if not process_gone(pid)]
+    return live_processes(b"healer.train", f"HEALER_DB={paths.db_path()}")
 
 
 def _finished(run_id: int) -> Run | None:

@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TextIO
 
@@ -13,6 +14,7 @@ import typer
 
 from healer import paths, queue
 from healer.cli.common import App, err, open_reader, open_store, out
+from healer.cli.demo_progress import Progress, Stage, minutes
 from healer.cli.evaluate import print_accuracy
 from healer.cli.heal import print_heal_table
 from healer.cli.runs import EXIT_CODES, print_run_summary, tree
@@ -29,11 +31,27 @@ STAGE0, STAGE1, STAGE2 = "tiny-pretrain", "tiny-sft", "tiny-grpo"
 # "RL healed" can be told apart from "gentler training after aggressive SFT recovers a little".
 PICKS = ("peak-ood", "last")  # stage 2 starts GRPO from these checkpoints of stage 1
 CONTROL = ["train.lr=1e-4", "train.max_steps=100", "train.save_steps=25", "train.warmup_steps=5", "name='sft-control'"]
+# `--quick`: the same stages on fewer hands and checkpoints, each checkpoint evaluated in its training process.
+QUICK_EVAL = ["task.eval_n=200", "eval.jobs='inline'", "spectra.jobs='inline'"]
+QUICK = {
+    STAGE0: ["train.max_steps=800", "train.save_steps=800", "train.warmup_steps=30", *QUICK_EVAL],
+    STAGE1: ["train.max_steps=150", "train.save_steps=50", *QUICK_EVAL],
+    STAGE2: ["train.max_steps=40", "train.save_steps=20", "train.warmup_steps=2", *QUICK_EVAL],
+    "control": ["train.max_steps=40", "train.save_steps=20", "train.warmup_steps=2", *QUICK_EVAL],
+}
+QUICK_HELP = ("a first look in under 3 minutes once stage 0 is built: 200 hands per split instead of 500 (wider "
+              "intervals), fewer steps and checkpoints, the same stages and verdicts")  # fmt: skip
 
 
 def demo(
     home: Annotated[Path | None, typer.Option(help="use this directory as $HEALER_HOME for the demo")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="do not print the worker's lines")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help=QUICK_HELP)] = False,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="the training seed of every stage (data order, sampling); the default is the presets' own"),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="print the worker's lines too")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress lines, only the results")] = False,
     json_out: Annotated[
         bool, typer.Option("--json", help="print the verdicts as JSON on stdout (the tables go to stderr)")
     ] = False,
@@ -56,26 +74,41 @@ def demo(
     if json_out:
         out.file = sys.stderr  # stdout carries the JSON document only
     store = open_store()
-    pretrain = load_preset(STAGE0)
-    stage0 = cached_stage0(store, pretrain)
-    plan = []
+    seeded = [] if seed is None else [f"seed={seed}"]
+
+    def preset(name: str, *extra: str, part: str | None = None) -> Preset:
+        return load_preset(name, [*extra, *(QUICK[part or name] if quick else []), *seeded])
+
+    stage0 = cached_stage0(store, load_preset(STAGE0, seeded))
+    if stage0 is None and quick:
+        stage0 = cached_stage0(store, preset(STAGE0))
+    plan, stages = [], []
     if stage0 is None:
-        stage0 = queue.add(store, pretrain)
-        plan.append(f"run {stage0.id} {STAGE0} (stage 0, about 7 minutes, once): card-sum hands under a mixture of "
-                    "rules, so the model learns to read the rule from the prompt")  # fmt: skip
+        stage0 = queue.add(store, preset(STAGE0))
+        plan.append(f"run {stage0.id} {STAGE0} (stage 0, once): card-sum hands under a mixture of rules, so the model "
+                    "learns to read the rule from the prompt")  # fmt: skip
+        stages.append(Stage(0, "teach the model to read the rule", [stage0.id]))
     else:
         err.print(f"stage 0: reusing run {stage0.id} ({STAGE0}, done {stage0.finished_at})", markup=False)
-    stage1 = queue.add(store, load_preset(STAGE1), start=f"{stage0.id}@last")
+    stage1 = queue.add(store, preset(STAGE1), start=f"{stage0.id}@last")
+    how = "evaluated in the run" if quick else "queued as a job"
     plan.append(f"run {stage1.id} {STAGE1} (stage 1): ID-only SFT from run {stage0.id}@last, each checkpoint's ID "
-                "and OOD evaluation queued as a job")  # fmt: skip
-    healed = [queue.add(store, _from(load_preset(STAGE2), pick), start=f"{stage1.id}@{pick}") for pick in PICKS]
+                f"and OOD evaluation and rotation {how}")  # fmt: skip
+    healed = [queue.add(store, _from(preset(STAGE2), pick), start=f"{stage1.id}@{pick}") for pick in PICKS]
     plan += [f"run {r.id} {r.name} (stage 2): GRPO on ID prompts from run {stage1.id}@{pick}, picked once run "
              f"{stage1.id} and its evaluations are done" for r, pick in zip(healed, PICKS, strict=True)]  # fmt: skip
-    control = queue.add(store, load_preset(STAGE1, CONTROL), start=f"{stage1.id}@last")
+    control = queue.add(store, preset(STAGE1, *CONTROL, part="control"), start=f"{stage1.id}@last")
     plan.append(f"run {control.id} {control.name} (stage 2, the control): SFT continued from run {stage1.id}@last "
                 "at GRPO's learning rate for as many steps")  # fmt: skip
+    stages += [Stage(1, "ID-only SFT, every checkpoint's ID and OOD accuracy and rotation", [stage1.id]),
+               Stage(2, "GRPO from the OOD peak and the last checkpoint, and the SFT control",
+                     [*(r.id for r in healed), control.id])]  # fmt: skip
+    progress = Progress(store, stages, say=lambda line: None if quiet else _stamped(line))
     err.print("queued:\n  " + "\n  ".join(plan), markup=False)
-    work_through(store, {stage0.id, stage1.id, *(r.id for r in healed), control.id}, quiet)
+    if not quiet:
+        err.print(f"about {minutes(progress.total_estimate())} on 2 CPU cores"
+                  + (" (--quick: 200 hands per split, so wider intervals)" if quick else ""), markup=False)  # fmt: skip
+    work_through(store, {stage0.id, stage1.id, *(r.id for r in healed), control.id}, verbose, progress.tick)
 
     stage0, stage1 = store.run(stage0.id), store.run(stage1.id)
     healed, control = [store.run(r.id) for r in healed], store.run(control.id)
@@ -93,14 +126,15 @@ def demo(
     out.print()
     tree(str(stage1.id), json_out=False)
     verdicts = of_lineage(open_reader(), stage1.id, [r.id for r in healed], control.id, edited.id)
-    out.print("\nwhat this run showed of the paper's claims (Wilson 95 % intervals, McNemar's test on the same items):",
-              markup=False)  # fmt: skip
+    items = "200 items per split, --quick: wider intervals" if quick else "500 items per split"
+    out.print(f"\nwhat this run showed of the paper's claims (Wilson 95 % intervals, McNemar's test on the same items; "
+              f"{items}):", markup=False)  # fmt: skip
     for verdict in verdicts:
         out.print(f"  {verdict.line()}", markup=False)
     if json_out:
         runs = {"stage0": stage0.id, "stage1": stage1.id, "rl": [r.id for r in healed], "control": control.id,
                 "edit": edited.id}  # fmt: skip
-        sys.stdout.write(json.dumps({"database": str(paths.db_path()), "runs": runs,
+        sys.stdout.write(json.dumps({"database": str(paths.db_path()), "quick": quick, "runs": runs,
                                      "verdicts": [v.to_json() for v in verdicts]}, indent=2) + "\n")  # fmt: skip
     out.print(f"\ndatabase: {paths.db_path()}", markup=False)
     out.print("watch it: healer tui   (←/→ walk the checkpoints, r RL from here, 4 the queue, ? the keys, q quits)",
@@ -142,17 +176,14 @@ def one_demo_at_a_time() -> TextIO:
     return handle
 
 
-def work_through(store: Store, runs: set[int], quiet: bool) -> None:
+def work_through(store: Store, runs: set[int], verbose: bool, tick: Callable[[], None] | None = None) -> None:
     """A worker for the demo's runs and their evaluation jobs (not for other runs in the queue), until all are done;
-    Ctrl-C cancels the run in progress."""
+    its own lines only with `verbose`. Ctrl-C cancels the run in progress."""
     from healer.worker import Worker, parse_gpus
 
-    def say(line: str) -> None:
-        if not quiet:
-            err.print(f"{time.strftime('%H:%M:%S')} {line}", markup=False)
-
     gpus = parse_gpus("auto")
-    worker = Worker(store, gpus, max(1, len(gpus)), exit_when_idle=True, say=say, scope=runs)
+    say = _stamped if verbose else (lambda line: None)
+    worker = Worker(store, gpus, max(1, len(gpus)), exit_when_idle=True, say=say, scope=runs, tick=tick)
     worker.run()
     if not worker.stopping:
         return
@@ -165,6 +196,10 @@ def work_through(store: Store, runs: set[int], quiet: bool) -> None:
             store.finish_run(run.id, Status.CANCELLED, exit_code=None, reason="the demo was interrupted")
     err.print("demo interrupted; its runs are cancelled", markup=False)
     raise typer.Exit(130)
+
+
+def _stamped(line: str) -> None:
+    err.print(f"{time.strftime('%H:%M:%S')} {line}", markup=False)
 
 
 def _from(preset: Preset, pick: str) -> Preset:
