@@ -64,7 +64,7 @@ def numbers(demo: dict[str, Any]) -> dict[str, Any]:
 
     edit = by_step(reader.evals_of([runs["edit"]])[runs["edit"]], "single")
     edit = edit[max(edit)]
-    spectra = {s["step"]: s for s in reader.run_detail(runs["stage1"]).spectra}
+    spectra = {s.step: s for s in reader.run_detail(runs["stage1"]).spectra}
     result = {
         "stage-0 OOD (the start of SFT)": 100 * sft[start]["ood"].accuracy,
         "OOD at SFT's first checkpoint after the start": 100 * sft[min(s for s in sft if s != start)]["ood"].accuracy,

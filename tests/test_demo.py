@@ -12,8 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from healer.store import Status, Store
 from tests.conftest import REPO, healer, live_processes, wait_until
+
+pytestmark = pytest.mark.slow  # minutes: the quick demo trains every stage
 
 
 def test_quick_demo_end_to_end(healer_home: Path) -> None:

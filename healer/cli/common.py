@@ -110,7 +110,7 @@ def print_table(columns: Sequence[str | Column], rows: Sequence[Sequence[Any]], 
         else:  # no padding to the column's width at the end of a line, for diff, grep and awk
             with out.capture() as captured:
                 out.print(table)
-            sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+            out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
     finally:
         out.width = screen
     if hidden:
