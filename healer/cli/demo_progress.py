@@ -53,7 +53,8 @@ class Progress:
             runs = [self.store.run(r) for r in stage.runs]
             if self.started is None:
                 self.started = now
-                names = f"run {runs[0].id} {runs[0].name}" if len(runs) == 1 else f"runs {', '.join(str(r.id) for r in runs)}"
+                ids = ", ".join(str(r.id) for r in runs)
+                names = f"run {runs[0].id} {runs[0].name}" if len(runs) == 1 else f"runs {ids}"
                 self.say(f"stage {stage.number}: {stage.title} ({names}); about {minutes(self.stage_left(stage))}")
             self._checkpoints(stage, runs)
             if not all(r.status in FINISHED for r in runs) or self._jobs_left(stage):
