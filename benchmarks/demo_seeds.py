@@ -76,17 +76,11 @@ def numbers(demo: dict[str, Any]) -> dict[str, Any]:
         "Δ OOD, the SFT control from the last checkpoint": after(runs["control"]) - 100 * sft[last]["ood"].accuracy,
         "OOD after the edit": 100 * edit["ood"].accuracy,
         "ID after the edit": 100 * edit["id"].accuracy,
-        "mean angle at SFT's end (°)": _attr(spectra.get(last), "mean_angle_deg"),
-        "σ drift at SFT's end (%)": 100 * (_attr(spectra.get(last), "sigma_rel_drift") or 0.0),
+        "mean angle at SFT's end (°)": spectra[last].mean_angle_deg,
+        "σ drift at SFT's end (%)": 100 * spectra[last].sigma_rel_drift,
     }
     result["verdicts"] = {v["claim"]: v["shown"] for v in demo["verdicts"]}
     return result
-
-
-def _attr(row: Any, name: str) -> float | None:
-    if row is None:
-        return None
-    return row[name] if isinstance(row, dict) else getattr(row, name)
 
 
 def table(seeds: list[int], results: list[dict[str, Any]]) -> str:

@@ -254,3 +254,11 @@ def test_demo_rebuilds_a_stage0_run_that_failed_or_whose_checkpoint_is_gone(tmp_
     assert cached_stage0(store, preset).id == done.id
     checkpoint.rmdir()  # deleted by hand: the demo trains stage 0 again
     assert cached_stage0(store, preset) is None
+
+
+def test_demo_in_a_home_it_cannot_create_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = invoke("demo", "--home", str(blocker / "home"), "--quick")
+    assert result.exit_code == 2 and "cannot create the demo's home" in result.output
+    assert "Traceback" not in result.output

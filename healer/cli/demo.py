@@ -159,7 +159,11 @@ def one_demo_at_a_time() -> TextIO:
     """An exclusive lock on $HEALER_HOME/demo.lock for this process's life (the OS drops it when the process ends, a
     crash included): a second demo in the same home is one line naming the first, not two workers on one queue."""
     path = paths.home() / "demo.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise HealerError(f"{path.parent}: cannot create the demo's home ({error.strerror}); give --home a "
+                          "directory you can write") from None  # fmt: skip
     handle = path.open("a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
