@@ -54,6 +54,11 @@ class TrainSpec:
     save_steps: int = opt(50, "save (and register) a checkpoint every N optimizer steps, and at the end")
     gradient_checkpointing: Literal["auto", "on", "off"] = opt("auto", "auto = on for CUDA, off on CPU")
     completion_only_loss: bool = opt(True, "loss on the completion tokens only, not the prompt")
+    num_processes: int = opt(
+        1,
+        "training processes (one per GPU): above 1, `accelerate launch` runs the run ([distributed] strategy); "
+        "on a machine without GPUs, that many CPU processes (gloo)",
+    )
     keep: str = opt(
         "all",
         "checkpoints kept on disk: all, or last:N (the N newest plus protected ones: the OOD peak and the "
@@ -85,6 +90,7 @@ class EvalSpec:
     temperature: float = opt(0.0, "0 = greedy decoding; above 0 samples")
     top_p: float = opt(1.0, "nucleus sampling when temperature > 0")
     loss: bool = opt(True, "also measure the loss of the reference answers (what a loss-based pick would use)")
+    backend: Literal["hf", "vllm"] = opt("hf", "generation: hf (transformers' generate) or vllm (needs vllm, a GPU)")
     jobs: Literal["auto", "queue", "inline"] = opt(
         "auto",
         "queue: each checkpoint enqueues an eval job for a worker, so training never waits; inline: the "
@@ -130,6 +136,29 @@ class RLSpec:
     )
     rewards: tuple[str, ...] = opt(("task",), "rewards summed per completion: task (task.reward's table), format")
     format_reward: float = opt(0.1, "the `format` reward: paid for a well-formed answer (not illegal, not partial)")
+    use_vllm: bool = opt(False, "generate the training completions with vLLM (colocated; needs vllm and a GPU)")
+
+
+@dataclass(frozen=True)
+class DistributedSpec:
+    strategy: Literal["ddp", "fsdp", "zero2", "zero3"] = opt(
+        "ddp",
+        "with train.num_processes > 1: ddp (a replica per GPU), fsdp (sharded, FULL_STATE_DICT checkpoints), "
+        "zero2 or zero3 (DeepSpeed; zero3 saves consolidated 16-bit weights)",
+    )
+
+
+@dataclass(frozen=True)
+class SlurmSpec:
+    time: str = opt("", "time limit (sbatch --time: minutes, or D-HH:MM:SS); '' = the partition's default")
+    gpus: int = opt(-1, "GPUs per job (sbatch --gpus-per-node); -1 = train.num_processes on a GPU run, else 0")
+    cpus: int = opt(0, "CPUs per job (sbatch --cpus-per-task); 0 = Slurm's default")
+    mem: str = opt("", "memory per node (sbatch --mem, e.g. 64G); '' = Slurm's default")
+    constraint: str = opt("", "node features (sbatch --constraint)")
+    partition: str = opt("", "partition; `healer worker --partition` overrides it")
+    account: str = opt("", "account; `healer worker --account` overrides it")
+    extra: tuple[str, ...] = opt((), "more sbatch options, each as on its command line, e.g. '--qos=high'")
+    setup: tuple[str, ...] = opt((), "shell lines run in the job before the run (module load ..., source venv)")
 
 
 @dataclass(frozen=True)
@@ -148,6 +177,8 @@ class RunSpec:
     eval: EvalSpec = opt(EvalSpec(), "evaluation of checkpoints")
     rl: RLSpec = opt(RLSpec(), "reinforcement learning (method grpo or rloo)")
     spectra: SpectraSpec = opt(SpectraSpec(), "singular-vector rotation of checkpoints (healer spectra)")
+    distributed: DistributedSpec = opt(DistributedSpec(), "multi-process training (train.num_processes > 1)")
+    slurm: SlurmSpec = opt(SlurmSpec(), "the Slurm job of a run (healer worker --executor slurm)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -323,7 +354,7 @@ def _kind(value: Any) -> str:
 
 def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
     """Check values that types cannot, and expand the model path, before any work is done."""
-    for key in ("max_steps", "batch_size", "grad_accum", "logging_steps", "save_steps", "max_length"):
+    for key in ("max_steps", "batch_size", "grad_accum", "logging_steps", "save_steps", "max_length", "num_processes"):
         if getattr(spec.train, key) < 1:
             raise HealerError(f"{source}: train.{key} must be at least 1")
     for key in ("max_attempts", "batch_size", "max_new_tokens"):

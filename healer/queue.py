@@ -195,6 +195,12 @@ def cancel_run(store: Store, run: Run, grace: float = CANCEL_GRACE_S,
         # a checkpoint job claimed into a batch but not begun: its process skips it
         store.cancel(run.id, "cancelled before it started")
         return f"run {run.id} cancelled before it started"
+    if run.executor == "slurm" and run.slurm_job:
+        from healer.slurm import cancel_job
+
+        cancel_job(run)  # Slurm signals the job wherever it runs; the worker ingests what it wrote before it ended
+        store.cancel(run.id, f"cancelled (healer queue cancel: scancel {run.slurm_job})")
+        return f"run {run.id} {store.run(run.id).status} (scancel {run.slurm_job})"
     if run.host and run.host != socket.gethostname():
         raise HealerError(f"run {run.id} runs on {run.host}; cancel it there (signals do not cross machines)")
     if run.pid is None or not pid_alive(run.pid):

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from healer import __version__
+from healer.errors import HealerError
 from healer.presets import Preset, RunSpec, starting_from
 from healer.store import FINISHED, Run, Status, Store, pid_alive, process_gone
 
@@ -79,15 +80,69 @@ def launch(
     assert run.out_dir and run.log_path
     Path(run.out_dir).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **(env or {}), "HEALER_DB": str(store.path), "PYTHONUNBUFFERED": "1"}
+    command = train_command(run, then, gpus=visible_gpus(env))
     with open(run.log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "healer.train", str(run.id), *map(str, then)],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
+
+
+def num_processes(run: Run) -> int:
+    """How many training processes a run takes: train.num_processes, or the GPUs asked for at `queue add --gpus`
+    when the preset leaves it at 1; checkpoint jobs take one."""
+    if run.is_checkpoint_job or run.kind not in ("sft", "rl"):
+        return 1
+    declared = int(run.spec_dict.get("train", {}).get("num_processes", 1))
+    return declared if declared > 1 else max(1, run.gpus or 1)
+
+
+def visible_gpus(env: dict[str, str]) -> int | None:
+    """The GPUs CUDA_VISIBLE_DEVICES gives a run ('' = none), None when it is not set."""
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return None
+    return len([g for g in visible.split(",") if g.strip() and g.strip() != "-1"])
+
+
+def train_command(run: Run, then: Sequence[int] = (), gpus: int | None = None) -> list[str]:
+    """`python -m healer.train RUN_ID [...]`, or, for a run of several processes, the same module under
+    `accelerate launch` (one process per GPU; gloo processes on a machine without GPUs) with the strategy of its
+    [distributed] table. The main process (rank 0) is the one that writes to the store."""
+    module = ["-m", "healer.train", str(run.id), *map(str, then)]
+    processes = num_processes(run)
+    if processes == 1:
+        return [sys.executable, *module]
+    strategy = run.spec_dict.get("distributed", {}).get("strategy", "ddp")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+              "--num_machines", "1", "--main_process_port", str(free_port()), "--dynamo_backend", "no",
+              "--mixed_precision", "no"]  # fmt: skip
+    if strategy == "ddp" or gpus == 0:  # on CPU (gloo) only data parallelism exists
+        launch.append("--multi_gpu")  # with no GPU this is gloo, MULTI_CPU (accelerate's --cpu runs one process)
+    elif strategy == "fsdp":
+        launch += ["--use_fsdp", "--fsdp_sharding_strategy", "FULL_SHARD", "--fsdp_state_dict_type", "FULL_STATE_DICT",
+                   "--fsdp_auto_wrap_policy", "TRANSFORMER_BASED_WRAP", "--fsdp_use_orig_params", "true"]  # fmt: skip
+    else:
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise HealerError(f"run {run.id}: distributed.strategy = {strategy!r} needs DeepSpeed: `pip install "
+                              "deepspeed`, or use ddp or fsdp")  # fmt: skip
+        launch += ["--use_deepspeed", "--zero_stage", strategy[-1], "--zero3_init_flag", "false"]
+        if strategy == "zero3":
+            launch += ["--zero3_save_16bit_model", "true"]  # consolidated weights, which spectra and evaluation read
+    return [*launch, *module]
+
+
+def free_port() -> int:
+    """A TCP port free on localhost now, for a multi-process run's rendezvous (two runs at once must differ)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 FOREGROUND_PARENT = "HEALER_FOREGROUND_PARENT"  # the pid of the `healer run` whose run this is; the run ends with it

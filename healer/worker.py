@@ -17,12 +17,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from healer import queue
 from healer.errors import HealerError
 from healer.gpus import query as query_gpus
 from healer.runner import launch, reap, reap_dead
 from healer.store import Run, Status, Store
+
+if TYPE_CHECKING:
+    from healer.slurm import SlurmExecutor
 
 POLL_S = 1.0
 STAMP_S = 10.0  # how often a worker stamps its liveness row
@@ -100,13 +104,17 @@ class Worker:
     _memory: dict[str, tuple[int, int]] | None = None  # nvidia-smi's answer, asked at most once per poll
     scope: set[int] | None = None  # only these runs and their evaluation jobs (`healer demo`); None: the whole queue
     tick: Callable[[], None] | None = None  # called on every poll (`healer demo`'s progress lines)
+    executor: SlurmExecutor | None = None  # --executor slurm: each run a Slurm job instead of a subprocess
+    jobs: list[int] = field(default_factory=list)  # runs whose Slurm jobs this worker watches
 
     def __post_init__(self) -> None:
         if self.eval_policy not in EVAL_POLICIES:
             raise HealerError(f"--eval-policy {self.eval_policy!r}: use one of {', '.join(EVAL_POLICIES)}")
         if self.max_evals < 1:
             raise HealerError("--max-evals must be at least 1")
-        if self.eval_policy == "auto":  # a GPU box shares; a CPU box evaluates between runs, not beside them
+        if self.executor is not None:  # Slurm places every job, evaluations included: each is a job in a slot
+            self.eval_policy = "wait"
+        elif self.eval_policy == "auto":  # a GPU box shares; a CPU box evaluates between runs, not beside them
             self.eval_policy = "share" if self.gpus else "wait"
 
     @property
@@ -117,6 +125,10 @@ class Worker:
         """Claim, start and reap until stopped (SIGTERM, Ctrl-C) or, with exit_when_idle, until nothing is left."""
         self._install_signal_handlers()
         where = f"GPUs {','.join(self.gpus)}" if self.gpus else "CPU only"
+        if self.executor is not None:
+            where = "Slurm" + "".join(f" {k} {v}" for k, v in (("partition", self.executor.partition),
+                                                               ("account", self.executor.account)) if v)  # fmt: skip
+            self.attach()
         self.say(f"worker {self.name}: {where}, at most {self.max_parallel} at once, evaluations: "
                  f"{self.eval_policy}; database {self.store.path}")  # fmt: skip
         while not self.stopping:
@@ -127,13 +139,16 @@ class Worker:
             started = self.start_ready()
             if self.tick is not None:
                 self.tick()
-            if self.exit_when_idle and not self.children and not started and self._nothing_left():
+            if self.exit_when_idle and not self.children and not self.jobs and not started and self._nothing_left():
                 self.say("worker: the queue is empty; exiting")
                 break
             time.sleep(POLL_S)
         self.store.delete_setting(f"{WORKER_PREFIX}{self.name}")
         if self.children:
             self.say(f"worker: stopping; {len(self.children)} processes keep running and record their own end")
+        if self.jobs:
+            self.say(f"worker: stopping; {len(self.jobs)} Slurm jobs keep running; a worker started again (here or "
+                     "on another login node) watches them and ingests what they wrote")  # fmt: skip
         return 0
 
     def _nothing_left(self) -> bool:
@@ -157,7 +172,35 @@ class Worker:
                 run = reap(self.store, run_id, code)
                 self.say(f"worker: run {run_id} {run.status} (exit {code})")
             self.children.remove(child)
+        if self.executor is not None:
+            self.watch_jobs()
         reap_dead(self.store)
+
+    def attach(self) -> None:
+        """Watch the Slurm jobs of running runs no live worker watches (this worker was restarted, or theirs died)."""
+        now = time.time()
+        stamps = self.store.settings(WORKER_PREFIX)
+        for run in self.store.runs(status=[Status.RUNNING]):
+            if run.executor != "slurm" or run.id in self.jobs:
+                continue
+            stamp = stamps.get(f"{WORKER_PREFIX}{run.worker}")
+            if run.worker != self.name and stamp is not None and now - float(stamp) < 3 * STAMP_S:
+                continue  # another live worker watches it
+            self.store._set(run.id, worker=self.name)
+            self.jobs.append(run.id)
+            self.say(f"worker: watching run {run.id}'s Slurm job {run.slurm_job} ({run.slurm_state})")
+
+    def watch_jobs(self) -> None:
+        """Ingest what each watched job's run wrote, follow the job's state, give ended runs their verdict."""
+        assert self.executor is not None
+        runs = [self.store.run(run_id) for run_id in self.jobs]
+        states = self.executor.states([r.slurm_job for r in runs if r.slurm_job])
+        for run in runs:
+            run, ended = self.executor.watch(run, states.get(run.slurm_job or ""))
+            if ended:
+                self.jobs.remove(run.id)
+                self.say(f"worker: run {run.id} {run.status} (slurm job {run.slurm_job} {run.slurm_state}, exit "
+                         f"{run.exit_code})")  # fmt: skip
 
     def start_ready(self) -> int:
         """Start as many ready runs as slots and GPUs allow; runs that can never start are failed."""
@@ -187,9 +230,12 @@ class Worker:
                 started += self._start([run], gpus)
         return started
 
+    def _in_slots(self) -> int:
+        return sum(not c.side for c in self.children) + len(self.jobs)
+
     def _full(self) -> bool:
         """No slot for a run and no room for evaluations beside them: nothing further down the queue can start."""
-        slots_full = sum(not c.side for c in self.children) >= self.max_parallel
+        slots_full = self._in_slots() >= self.max_parallel
         side_full = self.eval_policy == "wait" or sum(c.side for c in self.children) >= self.max_evals
         return slots_full and side_full
 
@@ -200,8 +246,10 @@ class Worker:
 
     def _slot_gpus(self, run: Run) -> list[str] | None:
         """The GPUs for a run that takes one of the max_parallel slots, [] for CPU, None if it must wait."""
-        if sum(not c.side for c in self.children) >= self.max_parallel:
+        if self._in_slots() >= self.max_parallel:
             return None  # an evaluation further down may still start beside the runs
+        if self.executor is not None:
+            return []  # Slurm allocates the job's GPUs (its [slurm] table)
         wanted = run.gpus if run.gpus is not None else (1 if self.gpus else 0)
         if run.is_checkpoint_job:
             wanted = min(wanted, 1)
@@ -252,6 +300,8 @@ class Worker:
             return False
         visible = ",".join(gpus)
         host = socket.gethostname()
+        if self.executor is not None:
+            return self._submit(lead, host, columns)
         if not self.store.claim(lead.id, worker=self.name, host=host, assigned_gpus=visible, **columns):
             return False  # another worker took it first
         claimed = self.store.run(lead.id)
@@ -265,6 +315,23 @@ class Worker:
         more = f" and {len(then)} more checkpoint jobs ({', '.join(map(str, then))})" if then else ""
         self.say(f"worker: started run {lead.id} ({lead.name}){more} on {where}, pid {process.pid}; "
                  f"log {claimed.log_path}")  # fmt: skip
+        return True
+
+    def _submit(self, run: Run, host: str, columns: dict[str, object]) -> bool:
+        """Claim one run and submit it as a Slurm job (checkpoint jobs are not batched: Slurm places each)."""
+        assert self.executor is not None
+        if not self.store.claim(run.id, worker=self.name, host=host, **columns):
+            return False
+        try:
+            submitted = self.executor.submit(self.store.run(run.id))
+        except Exception as exc:  # sbatch refused it (a partition, an account, a limit): the run says why
+            from healer.slurm import describe_submit_error
+
+            self._fail(run, f"Slurm refused the job: {describe_submit_error(exc)}")
+            return False
+        self.jobs.append(run.id)
+        self.say(f"worker: submitted run {run.id} ({run.name}) as Slurm job {submitted.slurm_job}; log "
+                 f"{submitted.log_path}")  # fmt: skip
         return True
 
     def _fail(self, run: Run, reason: str) -> None:

@@ -94,7 +94,7 @@ def ls(
     print_table(
         columns,
         [[r.id, r.name, r.status + (" (dead)" if r.alive is False else ""), r.priority,
-          r.assigned_gpus or _gpus(r.gpus), _step(r), duration(r.elapsed_s), duration(r.eta_s), starts_from(r),
+          _where(r), _step(r), duration(r.elapsed_s), duration(r.eta_s), starts_from(r),
           r.waiting_for or r.reason or ("its process is gone" if r.alive is False else "")] for r in shown],
     )  # fmt: skip
     if len(shown) < len(rows):
@@ -103,6 +103,13 @@ def ls(
 
 def _step(row: QueueRow) -> str:
     return "" if row.kind in JOB_KINDS else progress(row.step, row.total_steps)
+
+
+def _where(row: QueueRow) -> str:
+    """The gpus column: the GPUs a local run holds, or its Slurm job (`slurm:1234`) once submitted."""
+    if row.slurm_job:
+        return f"slurm:{row.slurm_job}"
+    return row.assigned_gpus or _gpus(row.gpus)
 
 
 def _gpus(wanted: int | None) -> str:
@@ -204,6 +211,9 @@ def rm(ref: RunArgument) -> None:
         out.print(f"run {run.id} ({run.status}) left the queue; `healer runs show {run.id}` still has it", markup=False)
 
 
+SLURM_JOBS = 64  # --executor slurm: jobs in Slurm's queue at once, unless --max-parallel says otherwise
+
+
 def worker(
     gpus: Annotated[str, typer.Option(help="auto (every GPU nvidia-smi lists), none, or indices such as 0,1")] = "auto",
     max_parallel: Annotated[
@@ -222,6 +232,11 @@ def worker(
     install_service: Annotated[
         bool, typer.Option(help="write a systemd --user unit that runs this worker (with these options) and exit")
     ] = False,
+    executor: Annotated[
+        str, typer.Option(help="local (a subprocess per run, here) or slurm (a Slurm job per run, via submitit)")
+    ] = "local",
+    partition: Annotated[str, typer.Option(help="--executor slurm: the partition (overrides the preset's)")] = "",
+    account: Annotated[str, typer.Option(help="--executor slurm: the account (overrides the preset's)")] = "",
 ) -> None:
     """Run queued runs: claim those whose dependencies are met, one subprocess each, on free GPUs.
 
@@ -232,15 +247,29 @@ def worker(
     from healer.worker import Worker, parse_gpus
     from healer.worker import install_service as write_unit
 
+    def say(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+
+    if executor not in ("local", "slurm"):
+        raise HealerError(f"--executor {executor!r}: use local or slurm")
+    if executor == "local" and (partition or account):
+        raise HealerError("--partition and --account are for --executor slurm")
     store = open_store()
-    pool = parse_gpus(gpus)
-    parallel = max_parallel if max_parallel is not None else max(1, len(pool))
+    slurm = None
+    if executor == "slurm":
+        from healer.slurm import SlurmExecutor
+
+        slurm = SlurmExecutor(store, partition=partition, account=account, say=say)
+    pool = [] if slurm else parse_gpus(gpus)
+    parallel = max_parallel if max_parallel is not None else (SLURM_JOBS if slurm else max(1, len(pool)))
     if parallel < 1:
         raise HealerError("--max-parallel must be at least 1")
     if install_service:
         arguments = ["--gpus", gpus, "--eval-policy", eval_policy, "--max-evals", str(max_evals)]
         arguments += ["--max-parallel", str(max_parallel)] if max_parallel is not None else []
         arguments += ["--exit-when-idle"] if exit_when_idle else []
+        arguments += ["--executor", executor] + (["--partition", partition] if partition else []) + (
+            ["--account", account] if account else [])  # fmt: skip
         unit = write_unit(str(store.path), arguments)
         out.print(f"wrote {unit}", markup=False)
         err.print("start it now and at every boot: systemctl --user daemon-reload && systemctl --user enable --now "
@@ -248,11 +277,8 @@ def worker(
                   "journalctl --user -u healer-worker -f", markup=False)  # fmt: skip
         return
 
-    def say(line: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
-
     work = Worker(store, pool, parallel, exit_when_idle=exit_when_idle, say=say, eval_policy=eval_policy,
-                  max_evals=max_evals)  # fmt: skip
+                  max_evals=max_evals, executor=slurm)  # fmt: skip
     raise typer.Exit(work.run())
 
 

@@ -236,3 +236,19 @@ def _0006(db: Database) -> None:
     db.execute("CREATE INDEX checkpoints_path ON checkpoints(path)")
     db.execute("CREATE INDEX runs_name ON runs(name)")
     db.execute("CREATE INDEX runs_after ON runs(after_run) WHERE after_run IS NOT NULL")
+
+
+@MIGRATIONS(name="0007_scale_out")
+def _0007(db: Database) -> None:
+    """Runs handed to an executor other than a local subprocess (Slurm), and the run-local journal they write on a
+    cluster node instead of the database, which the worker that submitted them ingests."""
+    for column in (
+        "executor TEXT",  # NULL = a local subprocess; slurm = a Slurm job (submitit)
+        "slurm_job TEXT",  # the Slurm job id
+        "node TEXT",  # the node the job runs on
+        "slurm_state TEXT",  # the job's state as Slurm last reported it (PENDING, RUNNING, COMPLETED, ...)
+        "journal TEXT",  # the run-local append-only JSONL file the run writes on the node
+        "journal_offset INTEGER NOT NULL DEFAULT 0",  # bytes of it ingested so far (complete lines only)
+    ):
+        db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
+    db.execute("CREATE INDEX runs_slurm ON runs(executor, status) WHERE executor IS NOT NULL")

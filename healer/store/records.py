@@ -50,6 +50,12 @@ class Run:
     assigned_gpus: str | None = None
     attempts: int = 0
     params: str | None = None
+    executor: str | None = None
+    slurm_job: str | None = None
+    node: str | None = None
+    slurm_state: str | None = None
+    journal: str | None = None
+    journal_offset: int = 0
 
     @property
     def spec_dict(self) -> dict[str, Any]:
@@ -209,8 +215,8 @@ STALE_HEARTBEAT_S = 300.0  # a run on another host with no heartbeat for this lo
 def process_gone(run: Run, host: str | None = None, now: float | None = None) -> str | None:
     """Why a running run's process is gone (killed, crashed, its host silent), or None while it lives. Reads only:
     the worker's loop and commands that change state record the verdict (`runner.reap_dead`); views show it."""
-    if run.status != Status.RUNNING:
-        return None
+    if run.status != Status.RUNNING or run.executor == "slurm":
+        return None  # a Slurm job's life is Slurm's to tell: the worker that submitted it (or a new one) asks sacct
     host = socket.gethostname() if host is None else host
     if run.host == host:
         if run.pid is None:  # claimed a moment ago: alive while the worker that is starting it is

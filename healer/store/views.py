@@ -229,6 +229,10 @@ class QueueRow:
     finished_at: str | None
     log_path: str | None
     alive: bool | None
+    executor: str | None = None  # slurm, or None for a local subprocess
+    slurm_job: str | None = None
+    node: str | None = None
+    slurm_state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -726,7 +730,8 @@ class Reader:
                 parent_run=run.parent_run, parent_step=run.parent_step, after_run=run.after_run,
                 start_ref=run.start_ref, waiting_for=waits.get(run.id), attempts=run.attempts, worker=run.worker,
                 exit_code=run.exit_code, reason=run.reason, created_at=run.created_at, started_at=run.started_at,
-                finished_at=run.finished_at, log_path=run.log_path, alive=self._alive(run),
+                finished_at=run.finished_at, log_path=run.log_path, alive=self._alive(run), executor=run.executor,
+                slurm_job=run.slurm_job, node=run.node, slurm_state=run.slurm_state,
             ))  # fmt: skip
         return result
 

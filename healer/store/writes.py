@@ -244,7 +244,8 @@ class Store:
     def requeue(self, run_id: int) -> None:
         """Put a finished run back in the queue (retry), keeping its id, checkpoints and metrics."""
         self._set(run_id, status=Status.QUEUED.value, queued=1, finished_at=None, exit_code=None, reason=None,
-                  pid=None, worker=None, assigned_gpus=None)  # fmt: skip
+                  pid=None, worker=None, assigned_gpus=None, executor=None, slurm_job=None, slurm_state=None,
+                  node=None)  # fmt: skip
 
     def delete_run(self, run_id: int) -> None:
         """Remove a run that never started (it has no checkpoints, metrics or children)."""

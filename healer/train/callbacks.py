@@ -170,5 +170,6 @@ class SpectraCallback(CheckpointJobs):
 
 
 def queue_jobs(run: Run, jobs: str) -> bool:
-    """eval.jobs / spectra.jobs: `queue`, `inline`, or `auto` = queue when a worker runs the run (it was queued)."""
-    return jobs == "queue" or (jobs == "auto" and bool(run.queued))
+    """eval.jobs / spectra.jobs: `queue`, `inline`, or `auto` = queue when a worker runs the run (it was queued)
+    on its own machine; a run in a Slurm job measures its checkpoints inline, on the node that holds them."""
+    return jobs == "queue" or (jobs == "auto" and bool(run.queued) and run.executor != "slurm")

@@ -14,9 +14,10 @@ from healer import paths
 from healer.errors import HealerError
 from healer.presets import RunSpec, build_spec
 from healer.runner import FOREGROUND_PARENT
-from healer.store import Run, Status, Store
+from healer.store import Run, Status, Store, pid_alive
 
 HEARTBEAT_S = 10.0
+JOURNAL_ENV, SNAPSHOT_ENV = "HEALER_JOURNAL", "HEALER_SNAPSHOT"  # set for a run a Slurm job executes on a node
 
 
 class RunCancelled(BaseException):
@@ -26,7 +27,7 @@ class RunCancelled(BaseException):
 def main(run_ids: list[int]) -> int:
     """Execute runs in turn; a batch of evaluation jobs goes on past one that fails, and a cancel (SIGTERM) ends
     the one in progress and puts the rest back in the queue."""
-    store = Store(paths.db_path())
+    store = open_store()
     _install_signal_handlers()
     _watch_foreground_parent()
     code = 0
@@ -41,13 +42,37 @@ def main(run_ids: list[int]) -> int:
     return code
 
 
+def open_store() -> Store:
+    """The database; on a cluster node (a Slurm job), the snapshot and the journal instead (healer.store.journal);
+    on ranks other than the main one of a multi-process run, a store whose writes go nowhere."""
+    if os.environ.get(JOURNAL_ENV):
+        from healer.store.journal import JournalStore
+
+        store: Store = JournalStore(os.environ[SNAPSHOT_ENV], os.environ[JOURNAL_ENV])
+    else:
+        store = Store(paths.db_path())
+    if not is_main_process():
+        from healer.store.follower import FollowerStore
+
+        return FollowerStore(store)
+    return store
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a run launched by accelerate (torch.distributed's RANK), or a single-process run: the one
+    process that writes metrics, registers checkpoints, evaluates and records how the run ended."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def execute_one(store: Store, run_id: int) -> int:
     """Mark the run running, heartbeat, execute it, record how it ended; its exit code."""
     run = store.run(run_id)
-    if not store.mark_running(run_id, pid=os.getpid(), host=socket.gethostname()):
+    # a run of several processes is stopped through its launcher's process group (accelerate launch leads it)
+    pid = os.getpgrp() if "LOCAL_RANK" in os.environ else os.getpid()
+    if not store.mark_running(run_id, pid=pid, host=socket.gethostname()):
         print(f"healer: run {run_id} was {run.status} before it began; skipped", flush=True)
         return 0
-    stop_heartbeat = _start_heartbeat(store.path, run_id)
+    stop_heartbeat = _start_heartbeat(store, run_id)
     try:
         execute(store.run(run_id), build_spec(run.spec_dict, source=f"run {run_id}"), store)
     except BaseException as exc:
@@ -68,7 +93,8 @@ def execute_one(store: Store, run_id: int) -> int:
     finally:
         stop_heartbeat.set()
     store.finish_run(run_id, Status.DONE, exit_code=0)
-    print(f"healer: run {run_id} done", flush=True)
+    if is_main_process():
+        print(f"healer: run {run_id} done", flush=True)
     return 0
 
 
@@ -117,8 +143,10 @@ def _watch_foreground_parent(poll_s: float = 1.0) -> None:
     if not parent.isdigit():
         return
 
+    launched = "LOCAL_RANK" in os.environ  # a rank of a multi-process run: its parent is the launcher
+
     def watch() -> None:
-        while os.getppid() == int(parent):
+        while os.getppid() == int(parent) or (launched and pid_alive(int(parent))):
             time.sleep(poll_s)
         _cancel_reason.append(f"the `healer run` that ran it in the foreground (pid {parent}) is gone")
         os.kill(os.getpid(), signal.SIGTERM)
@@ -126,9 +154,13 @@ def _watch_foreground_parent(poll_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _start_heartbeat(db_path: os.PathLike[str], run_id: int) -> threading.Event:
-    """A daemon thread with its own connection that stamps the run every HEARTBEAT_S seconds."""
+def _start_heartbeat(store: Store, run_id: int) -> threading.Event:
+    """A daemon thread with its own connection that stamps the run every HEARTBEAT_S seconds (not for a run on a
+    cluster node, which the worker watching its Slurm job stamps, nor on a rank other than the main one)."""
     stop = threading.Event()
+    if type(store) is not Store:
+        return stop
+    db_path = store.path
 
     def beat() -> None:
         with Store(db_path) as own:

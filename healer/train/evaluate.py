@@ -63,9 +63,15 @@ def _autocast(model: Any) -> Any:
     return contextlib.nullcontext()
 
 
-def generate(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], settings: EvalSpec) -> list[str]:
-    """Complete every conversation, in batches of similar length; greedy unless temperature > 0."""
+def generate(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], settings: EvalSpec,
+             path: str | None = None) -> list[str]:  # fmt: skip
+    """Complete every conversation, in batches of similar length; greedy unless temperature > 0. With eval.backend
+    = "vllm", vLLM generates from the checkpoint at `path` instead."""
     texts = [render(tokenizer, c) for c in conversations]
+    if settings.backend == "vllm":
+        from healer.train import vllm
+
+        return vllm.generate(path, texts, settings.max_new_tokens, settings.temperature, settings.top_p)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     completions: list[str] = [""] * len(texts)
     sampling = settings.temperature > 0
@@ -86,14 +92,15 @@ def generate(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]
     return completions
 
 
-def run_episodes(model: Any, tokenizer: Any, task: Task, examples: list[Example], settings: EvalSpec) -> list[Episode]:
+def run_episodes(model: Any, tokenizer: Any, task: Task, examples: list[Example], settings: EvalSpec,
+                 path: str | None = None) -> list[Episode]:  # fmt: skip
     """Play every episode: one attempt, or up to max_attempts with the verifier's complaint as the next user turn."""
     conversations = [[{"role": "user", "content": e.prompt}] for e in examples]
     results: list[Episode | None] = [None] * len(examples)
     active = list(range(len(examples)))
     attempts = attempts_allowed(settings)
     for attempt in range(1, attempts + 1):
-        completions = generate(model, tokenizer, [conversations[i] for i in active], settings)
+        completions = generate(model, tokenizer, [conversations[i] for i in active], settings, path)
         still_active = []
         for i, completion in zip(active, completions, strict=True):
             score = task.score(examples[i], completion)
@@ -157,6 +164,10 @@ def evaluate(store: Store, *, run_id: int, step: int, checkpoint_path: str | Non
     """Evaluate a loaded model on each split of the spec's task and store the results (replacing earlier ones)."""
     task = make_task(spec.task)
     settings = spec.eval
+    if settings.backend == "vllm":
+        from healer.train.vllm import require_vllm
+
+        require_vllm("eval.backend")
     stored = []
     for split in splits or settings.splits:
         check_split(task, split)
@@ -164,7 +175,7 @@ def evaluate(store: Store, *, run_id: int, step: int, checkpoint_path: str | Non
         started = time.perf_counter()
         with inference(model, tokenizer):
             _seed_sampling(spec)
-            episodes = run_episodes(model, tokenizer, task, examples, settings)
+            episodes = run_episodes(model, tokenizer, task, examples, settings, checkpoint_path)
         with inference(model, tokenizer, padding_side="right"):
             loss = reference_loss(model, tokenizer, examples, settings.batch_size) if settings.loss else None
         summary = {

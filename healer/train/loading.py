@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,9 @@ def trainer_device_args(spec: RunSpec) -> dict[str, Any]:
     device = resolve_device(spec)
     precision = resolve_precision(spec, device)
     checkpointing = {"on": True, "off": False, "auto": device == "cuda"}[spec.train.gradient_checkpointing]
+    distributed = {"ddp_find_unused_parameters": False} if int(os.environ.get("WORLD_SIZE", "1")) > 1 else {}
     return {
+        **distributed,
         "use_cpu": device == "cpu",
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
@@ -61,14 +65,31 @@ def ensure_model(spec: RunSpec) -> str:
     preset asks for it and it is missing."""
     path = spec.model.path
     named = models.named(spec.model.build)
-    if named is not None:
-        models.materialise(named, Path(path))
-    elif spec.model.build and not Path(path).exists():
-        from healer.train.tiny import save_tiny
+    if named is None and not spec.model.build:
+        return path
+    with _building(Path(path)):  # the ranks of a multi-process run, or two runs at once: one builds, the rest wait
+        if named is not None:
+            models.materialise(named, Path(path))
+        elif not Path(path).exists():
+            from healer.train.tiny import save_tiny
 
-        print(f"healer: building the {spec.model.build} model at {path}", flush=True)
-        save_tiny(Path(path), spec.model.build)
+            print(f"healer: building the {spec.model.build} model at {path}", flush=True)
+            save_tiny(Path(path), spec.model.build)
     return path
+
+
+@contextlib.contextmanager
+def _building(path: Path) -> Iterator[None]:
+    """An exclusive lock (flock) on `PATH.lock` beside the model folder while it is built."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def save_from_gguf(gguf: Path, out_dir: Path) -> None:

@@ -85,6 +85,11 @@ def rl_config(spec: RunSpec, output_dir: str, **overrides: Any) -> Any:
         arguments["scale_rewards"] = rl.scale_rewards
         if rl.loss_type:
             arguments["loss_type"] = rl.loss_type
+    if rl.use_vllm:
+        from healer.train.vllm import require_vllm
+
+        require_vllm("rl.use_vllm")
+        arguments.update(use_vllm=True, vllm_mode="colocate")
     _, config_name = METHODS[spec.method]
     return getattr(trl, config_name)(**{**arguments, **overrides})
 
