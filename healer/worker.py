@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from healer import queue
 from healer.errors import HealerError
 from healer.gpus import query as query_gpus
-from healer.runner import launch, reap, reap_dead
+from healer.runner import launch, num_processes, reap, reap_dead
 from healer.store import Run, Status, Store
 
 if TYPE_CHECKING:
@@ -250,7 +250,7 @@ class Worker:
             return None  # an evaluation further down may still start beside the runs
         if self.executor is not None:
             return []  # Slurm allocates the job's GPUs (its [slurm] table)
-        wanted = run.gpus if run.gpus is not None else (1 if self.gpus else 0)
+        wanted = run.gpus if run.gpus is not None else (num_processes(run) if self.gpus else 0)  # all of its GPUs
         if run.is_checkpoint_job:
             wanted = min(wanted, 1)
         if wanted > len(self.gpus):

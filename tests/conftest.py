@@ -74,3 +74,41 @@ def process_gone(pid: int) -> bool:
     from healer.store import pid_alive
 
     return not pid_alive(pid)
+
+
+def slurm_missing() -> str | None:
+    """Why no Slurm cluster with accounting answers here (None when one does)."""
+    import shutil
+
+    for command in ("sbatch", "sinfo", "sacct", "scancel", "scontrol"):
+        if shutil.which(command) is None:
+            return f"`{command}` is not installed (.ci/slurm-up installs and starts a local cluster)"
+    try:
+        nodes = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+        accounting = subprocess.run(["sacct", "-n", "-X", "-j", "1"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"Slurm does not answer ({exc}); start it with .ci/slurm-up"
+    if nodes.returncode != 0 or not any(s.startswith(("idle", "mix", "alloc")) for s in nodes.stdout.split()):
+        said = (nodes.stderr or nodes.stdout).strip()[:200]
+        return f"no Slurm node is up (sinfo: {said}); start one with .ci/slurm-up"
+    if accounting.returncode != 0:
+        return f"Slurm has no accounting (sacct: {accounting.stderr.strip()[:200]}); .ci/slurm-up starts slurmdbd"
+    return None
+
+
+_SLURM: list[str | None] = []  # asked once per session
+
+
+@pytest.fixture(autouse=True)
+def slurm_cluster(request: pytest.FixtureRequest) -> None:
+    """Tests marked `slurm` skip, saying why, where no cluster answers; under CI (CI=true) they fail instead, since
+    .ci/run starts one: a CI that silently skipped them would prove nothing."""
+    if request.node.get_closest_marker("slurm") is None:
+        return
+    if not _SLURM:
+        _SLURM.append(slurm_missing())
+    if _SLURM[0] is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must reach a Slurm cluster (.ci/run starts one with .ci/slurm-up): {_SLURM[0]}")
+    pytest.skip(_SLURM[0])

@@ -268,8 +268,9 @@ def worker(
         arguments = ["--gpus", gpus, "--eval-policy", eval_policy, "--max-evals", str(max_evals)]
         arguments += ["--max-parallel", str(max_parallel)] if max_parallel is not None else []
         arguments += ["--exit-when-idle"] if exit_when_idle else []
-        arguments += ["--executor", executor] + (["--partition", partition] if partition else []) + (
-            ["--account", account] if account else [])  # fmt: skip
+        if executor != "local":
+            arguments += ["--executor", executor, *(["--partition", partition] if partition else []),
+                          *(["--account", account] if account else [])]  # fmt: skip
         unit = write_unit(str(store.path), arguments)
         out.print(f"wrote {unit}", markup=False)
         err.print("start it now and at every boot: systemctl --user daemon-reload && systemctl --user enable --now "

@@ -28,6 +28,10 @@ def main(run_ids: list[int]) -> int:
     """Execute runs in turn; a batch of evaluation jobs goes on past one that fails, and a cancel (SIGTERM) ends
     the one in progress and puts the rest back in the queue."""
     store = open_store()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        role = "writes to the store" if is_main_process() else "reads the store, writes nothing"
+        print(f"healer: rank {os.environ.get('RANK')} of {world} on {socket.gethostname()}: {role}", flush=True)
     _install_signal_handlers()
     _watch_foreground_parent()
     code = 0

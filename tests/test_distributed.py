@@ -1,0 +1,118 @@
+"""train.num_processes > 1: the run under `accelerate launch` (gloo processes on a machine without GPUs), only its
+main process writing; the command line per strategy; vLLM asked for where it cannot run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from healer import paths
+from healer.errors import HealerError
+from healer.runner import train_command
+from healer.store import Status, Store
+from tests.conftest import healer
+
+TINY = ["--set", "task.n_train=300", "--set", "train.batch_size=16", "--set", "task.eval_n=20",
+        "--set", "eval.batch_size=20", "--set", "train.logging_steps=1"]  # fmt: skip
+
+
+def queued(*overrides: str) -> int:
+    args = ["queue", "add", "presets/tiny-sft.toml", *TINY, *[x for o in overrides for x in ("--set", o)], "--json"]
+    return json.loads(healer(*args, check=True).stdout)["id"]
+
+
+def test_one_process_is_the_plain_module_and_several_go_through_accelerate() -> None:
+    single, multi = queued(), queued("train.num_processes=2")
+    fsdp = queued("train.num_processes=4", "distributed.strategy=fsdp")
+    with Store(paths.db_path()) as store:
+        assert train_command(store.run(single))[1:] == ["-m", "healer.train", str(single)]
+        cpu = train_command(store.run(multi), gpus=0)
+        on_gpus = train_command(store.run(fsdp), gpus=4)
+        on_cpu = train_command(store.run(fsdp), gpus=0)
+    assert cpu[1:3] == ["-m", "accelerate.commands.launch"] and cpu[-3:] == ["-m", "healer.train", str(multi)]
+    assert cpu[cpu.index("--num_processes") + 1] == "2" and "--multi_gpu" in cpu  # gloo; --cpu would run one
+    assert "--use_fsdp" in on_gpus and on_gpus[on_gpus.index("--fsdp_state_dict_type") + 1] == "FULL_STATE_DICT"
+    assert on_gpus[on_gpus.index("--num_processes") + 1] == "4"
+    assert "--use_fsdp" not in on_cpu and "--multi_gpu" in on_cpu, "on CPU only data parallelism exists"
+    assert cpu[cpu.index("--main_process_port") + 1] != on_gpus[on_gpus.index("--main_process_port") + 1]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="DeepSpeed is installed here")
+def test_zero_without_deepspeed_is_one_clear_line() -> None:
+    run_id = queued("train.num_processes=2", "distributed.strategy=zero3")
+    with Store(paths.db_path()) as store, pytest.raises(HealerError, match="needs DeepSpeed: `pip install deepspeed`"):
+        train_command(store.run(run_id), gpus=2)
+
+
+def test_bad_distributed_keys_are_refused_by_name() -> None:
+    for override, said in (("train.num_processes=0", "train.num_processes must be at least 1"),
+                           ("distributed.strategy=zero4", "distributed.strategy = 'zero4' is not one of")):  # fmt: skip
+        result = healer("queue", "add", "presets/tiny-sft.toml", "--set", override)
+        assert result.returncode != 0 and said in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+@pytest.mark.slow
+def test_vllm_asked_for_without_it_fails_the_run_in_one_line(healer_home: Path) -> None:
+    result = healer("run", "presets/tiny-sft.toml", *TINY, "--set", "train.max_steps=2", "--set",
+                    "eval.backend=vllm", timeout=400)  # fmt: skip
+    assert result.returncode != 0
+    with Store(paths.db_path()) as store:
+        run = store.runs()[0]
+    assert run.status == Status.FAILED
+    assert run.reason.startswith("eval.backend asks for vLLM, which is not installed"), run.reason
+    assert "Traceback" not in Path(run.log_path).read_text()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_one_run_and_only_the_main_one_writes(healer_home: Path) -> None:
+    result = healer("run", "presets/tiny-sft.toml", *TINY, "--set", "train.max_steps=6", "--set",
+                    "train.save_steps=3", "--set", "train.num_processes=2", timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with Store(paths.db_path()) as store:
+        run = store.runs()[0]
+        loss = store.metrics(run.id, "loss")
+        rows = store.metrics(run.id)
+        checkpoints = store.checkpoints(run.id)
+        evals = store.evals(run.id)
+        started = store.conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    log = Path(run.log_path).read_text()
+    assert "rank 0 of 2" in log and "rank 1 of 2" in log and "reads the store, writes nothing" in log
+    assert run.status == Status.DONE and started == 1
+    assert [m.step for m in loss] == [1, 2, 3, 4, 5, 6]
+    assert len({(m.step, m.name) for m in rows}) == len(rows)
+    assert [c.step for c in checkpoints] == [3, 6] and all(Path(c.path, "model.safetensors").exists()
+                                                           for c in checkpoints)  # fmt: skip
+    assert sorted({(e.step, e.split) for e in evals}) == [(s, p) for s in (0, 3, 6) for p in ("id", "ood")]
+    assert log.count(f"healer: run {run.id} done") == 1
+    # a step takes a batch of 16 on each process: 300 examples are an epoch of 10 steps, not of 19 as on one
+    epoch = next(m.value for m in rows if m.name == "epoch" and m.step == 6)
+    assert epoch == pytest.approx(6 / 10)
+
+
+def test_the_worker_reserves_every_gpu_of_a_multi_process_run(tmp_path: Path) -> None:
+    import subprocess
+
+    from healer.presets import load_preset
+    from healer.runner import create_run
+    from healer.worker import Child, Worker
+
+    store = Store(tmp_path / "h.db")
+    wide = create_run(store, load_preset("tiny-sft", ["train.num_processes=3"]), queued=1)
+    narrow = create_run(store, load_preset("tiny-sft"), queued=1)
+    free = {g: (0, 80000) for g in "0123"}
+    work = Worker(store, list("0123"), 4, say=lambda line: None, memory=lambda: free)
+    assert work._slot_gpus(wide) == ["0", "1", "2"]
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        work.children.append(Child([wide.id], sleeper, ["0", "1", "2"]))
+        assert work._slot_gpus(narrow) == ["3"], "none of the three held GPUs goes to another run"
+        assert work._slot_gpus(wide) is None, "a second 3-GPU run waits for its GPUs"
+        assert Worker(store, ["0", "1"], 2, say=lambda line: None, memory=lambda: free)._slot_gpus(wide) is None
+        assert store.run(wide.id).status == Status.FAILED and "asks for 3 GPUs" in store.run(wide.id).reason
+    finally:
+        sleeper.kill()
+        sleeper.wait()
