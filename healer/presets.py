@@ -151,7 +151,11 @@ class DistributedSpec:
 @dataclass(frozen=True)
 class SlurmSpec:
     time: str = opt("", "time limit (sbatch --time: minutes, or D-HH:MM:SS); '' = the partition's default")
-    gpus: int = opt(-1, "GPUs per job (sbatch --gpus-per-node); -1 = train.num_processes on a GPU run, else 0")
+    gpus: int = opt(
+        -1,
+        "GPUs per job (sbatch --gpus-per-node); -1 = `queue add --gpus N`, else train.num_processes when device = "
+        "'cuda', else 0",
+    )
     cpus: int = opt(0, "CPUs per job (sbatch --cpus-per-task); 0 = Slurm's default")
     mem: str = opt("", "memory per node (sbatch --mem, e.g. 64G); '' = Slurm's default")
     constraint: str = opt("", "node features (sbatch --constraint)")
@@ -376,6 +380,7 @@ def resolve(spec: RunSpec, source: str = "preset") -> RunSpec:
         raise HealerError(f"{source}: task.n_train must be at least 1")
     if spec.method in RL_METHODS:
         check_rl(spec, source)
+    check_slurm(spec.slurm, source)
     from healer.tasks import make_task, task_names
 
     if spec.task.name not in task_names():
@@ -410,6 +415,20 @@ def check_spectra_ref(text: str, source: str) -> None:
     if not selector.isdigit() and selector not in PEAK_RULES:
         raise HealerError(f"{source}: spectra.ref = {text!r}: use {SPECTRA_REFS}; a selector is a step number or "
                           f"one of {', '.join(PEAK_RULES)}")  # fmt: skip
+
+
+def check_slurm(slurm: SlurmSpec, source: str) -> None:
+    """The [slurm] table's values in the forms sbatch takes, so a typo fails at `queue add`, not in sbatch later."""
+    if slurm.time and not re.fullmatch(r"\d+|(\d+-)?\d{1,2}(:\d{2}){1,2}", slurm.time):
+        raise HealerError(f"{source}: slurm.time = {slurm.time!r}: give minutes (90) or [D-]HH:MM[:SS] (1-00:00:00)")
+    if slurm.mem and not re.fullmatch(r"\d+[KMGT]?", slurm.mem):
+        raise HealerError(f"{source}: slurm.mem = {slurm.mem!r}: give a size as sbatch --mem takes it (64G, 500M)")
+    if slurm.cpus < 0 or slurm.gpus < -1:
+        raise HealerError(f"{source}: slurm.cpus must be >= 0 and slurm.gpus >= 0 (or -1 for the default)")
+    for line in slurm.extra:
+        if not re.fullmatch(r"--[a-z][a-z0-9-]*(=\S.*)?", line):
+            raise HealerError(f"{source}: slurm.extra: {line!r} is not one sbatch option; write each as on the "
+                              "command line, e.g. '--qos=high' or '--exclusive'")  # fmt: skip
 
 
 RL_METHODS = ("grpo", "rloo")

@@ -149,39 +149,7 @@ class SlurmExecutor:
         return self.store.run(run.id)
 
     def parameters(self, run: Run) -> dict[str, Any]:
-        """submitit's SlurmExecutor parameters from the run's [slurm] table and the worker's --partition/--account."""
-        from healer.runner import num_processes
-
-        slurm = run.spec_dict.get("slurm", {})
-        gpus = int(slurm.get("gpus", -1))
-        if gpus < 0:
-            on_gpu = run.spec_dict.get("device", "auto") != "cpu" and (run.gpus or 0) > 0
-            gpus = num_processes(run) if on_gpu else 0
-        extra: dict[str, Any] = {}
-        for line in slurm.get("extra", []):
-            key, _, value = line.lstrip("-").partition("=")
-            extra[key] = value if value else True
-        parameters: dict[str, Any] = {
-            "job_name": f"healer-{run.id}",
-            "stderr_to_stdout": True,
-            "setup": list(slurm.get("setup", [])),
-            "additional_parameters": extra,
-        }
-        limit = str(slurm.get("time", ""))
-        if limit.isdigit():
-            parameters["time"] = int(limit)
-        elif limit:
-            parameters["time"], extra["time"] = 0, limit  # D-HH:MM:SS, as sbatch takes it
-        for key, value in (("partition", self.partition or slurm.get("partition", "")),
-                           ("account", self.account or slurm.get("account", "")),
-                           ("mem", slurm.get("mem", "")), ("constraint", slurm.get("constraint", ""))):  # fmt: skip
-            if value:
-                parameters[key] = value
-        if gpus:
-            parameters["gpus_per_node"] = gpus
-        if int(slurm.get("cpus", 0)):
-            parameters["cpus_per_task"] = int(slurm["cpus"])
-        return parameters
+        return job_parameters(run, self.partition, self.account)
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
         """sacct's answer for these jobs, asked at most every SACCT_EVERY_S seconds."""
@@ -223,6 +191,42 @@ class SlurmExecutor:
                 self.say(f"worker: {problem}")
             return False
         return True
+
+
+def job_parameters(run: Run, partition: str = "", account: str = "") -> dict[str, Any]:
+    """submitit's SlurmExecutor parameters from the run's [slurm] table and the worker's --partition/--account."""
+    from healer.runner import num_processes
+
+    slurm = run.spec_dict.get("slurm", {})
+    gpus = int(slurm.get("gpus", -1))
+    if gpus < 0:  # the GPUs asked at `queue add --gpus N`, else one per process of a run on device = "cuda"
+        cuda = run.spec_dict.get("device") == "cuda"
+        gpus = run.gpus if run.gpus is not None else (num_processes(run) if cuda else 0)
+    extra: dict[str, Any] = {}
+    for line in slurm.get("extra", []):
+        key, _, value = line.lstrip("-").partition("=")
+        extra[key] = value if value else True
+    parameters: dict[str, Any] = {
+        "job_name": f"healer-{run.id}",
+        "stderr_to_stdout": True,
+        "setup": list(slurm.get("setup", [])),
+        "additional_parameters": extra,
+    }
+    limit = str(slurm.get("time", ""))
+    if limit.isdigit():
+        parameters["time"] = int(limit)
+    elif limit:
+        parameters["time"], extra["time"] = 0, limit  # D-HH:MM:SS, as sbatch takes it
+    for key, value in (("partition", partition or slurm.get("partition", "")),
+                       ("account", account or slurm.get("account", "")),
+                       ("mem", slurm.get("mem", "")), ("constraint", slurm.get("constraint", ""))):  # fmt: skip
+        if value:
+            parameters[key] = value
+    if gpus:
+        parameters["gpus_per_node"] = gpus
+    if int(slurm.get("cpus", 0)):
+        parameters["cpus_per_task"] = int(slurm["cpus"])
+    return parameters
 
 
 def cancel_job(run: Run) -> None:

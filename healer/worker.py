@@ -330,8 +330,10 @@ class Worker:
             self._fail(run, f"Slurm refused the job: {describe_submit_error(exc)}")
             return False
         self.jobs.append(run.id)
-        self.say(f"worker: submitted run {run.id} ({run.name}) as Slurm job {submitted.slurm_job}; log "
-                 f"{submitted.log_path}")  # fmt: skip
+        gpus = self.executor.parameters(submitted).get("gpus_per_node", 0)
+        hint = "" if gpus else " ([slurm] gpus or `queue add --gpus N` asks for GPUs)"
+        self.say(f"worker: submitted run {run.id} ({run.name}) as Slurm job {submitted.slurm_job} with {gpus} GPUs"
+                 f"{hint}; log {submitted.log_path}")  # fmt: skip
         return True
 
     def _fail(self, run: Run, reason: str) -> None:

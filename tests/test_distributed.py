@@ -116,3 +116,56 @@ def test_the_worker_reserves_every_gpu_of_a_multi_process_run(tmp_path: Path) ->
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_preset_s_slurm_table_becomes_the_job_s_sbatch_lines(tmp_path: Path) -> None:
+    from healer.slurm import _executor, job_parameters
+
+    plain = queued()
+    sized = queued("slurm.time=1-12:00:00", "slurm.gpus=4", "slurm.cpus=16", "slurm.mem=256G",
+                   "slurm.constraint=h100", "slurm.partition=gpu", 'slurm.extra=["--qos=high", "--exclusive"]',
+                   'slurm.setup=["module load cuda"]', "train.num_processes=4")  # fmt: skip
+    with Store(paths.db_path()) as store:
+        defaults = job_parameters(store.run(plain))
+        asked = job_parameters(store.run(sized), account="proj")
+    assert "gpus_per_node" not in defaults and "time" not in defaults, "no GPUs and no time limit unless asked"
+
+    def sbatch(parameters: dict) -> list[str]:
+        executor = _executor(tmp_path, time_limit="time" in parameters)
+        executor.update_parameters(**parameters)
+        return executor._make_submission_file_text("python -m x", "uid").splitlines()
+
+    lines = sbatch(asked)
+    for flag in ("--time=1-12:00:00", "--gpus-per-node=4", "--cpus-per-task=16", "--mem=256G", "--constraint=h100",
+                 "--partition=gpu", "--account=proj", "--qos=high", "--exclusive", "--job-name=healer-"):  # fmt: skip
+        assert any(line.startswith(f"#SBATCH {flag}") for line in lines), (flag, lines)
+    assert "module load cuda" in lines
+    assert not any(line.startswith("#SBATCH --time") for line in sbatch(defaults)), "submitit's 5 minutes, gone"
+    for bad, said in (("slurm.time=soon", "slurm.time = 'soon'"), ("slurm.mem=lots", "slurm.mem = 'lots'"),
+                      ('slurm.extra=["qos high"]', "slurm.extra: 'qos high' is not one sbatch option")):  # fmt: skip
+        result = healer("queue", "add", "presets/tiny-sft.toml", "--set", bad)
+        assert result.returncode != 0 and said in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_job_s_end_and_the_run_s_last_words_give_its_verdict(tmp_path: Path) -> None:
+    from healer.slurm import JobState, verdict
+    from healer.store.journal import JournalStore, take_snapshot
+
+    store = Store(tmp_path / "h.db")
+    run = store.create_run(kind="sft", method="sft", name="r", spec={}, slurm_job="77", log_path=str(tmp_path / "l"))
+    journal = tmp_path / "journal.jsonl"
+    store._set(run.id, journal=str(journal))
+    (tmp_path / "l").write_text("step 5\nKilled\n")
+    run = store.run(run.id)
+    assert verdict(run, JobState("COMPLETED", 0, "n1"))[0] == Status.DONE
+    silent = verdict(run, JobState("OUT_OF_MEMORY", 137, "n1"))
+    assert silent[0] == Status.FAILED and silent[1] == 137
+    assert silent[2].startswith("slurm job 77 OUT_OF_MEMORY (exit code 137)") and "Killed" in silent[2]
+    node = JournalStore(take_snapshot(store, run.id, tmp_path / "s.db"), journal)
+    node.mark_running(run.id, pid=1, host="n1")
+    node.finish_run(run.id, Status.CANCELLED, exit_code=130, reason="received SIGTERM")
+    node.close()
+    timeout = verdict(run, JobState("TIMEOUT", 0, "n1"))
+    assert timeout[0] == Status.FAILED and "TIMEOUT" in timeout[2] and "received SIGTERM" in timeout[2]
+    cancelled = verdict(run, JobState("CANCELLED", 143, "n1"))
+    assert cancelled[0] == Status.CANCELLED and cancelled[2] == "slurm job 77 cancelled (received SIGTERM)"

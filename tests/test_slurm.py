@@ -152,3 +152,24 @@ def test_a_requeued_job_resumes_from_its_last_checkpoint(slurm_worker: Callable[
     last_rewind = max(i for i, r in enumerate(records) if r["op"] == "rewind")
     after = [r["step"] for r in records[last_rewind:] if r["op"] == "metrics"]
     assert after[0] == resumed + 1, "the second attempt went on after its checkpoint, not from step 1"
+
+
+def test_a_worker_started_again_watches_the_jobs_the_last_one_left(
+    slurm_worker: Callable[..., subprocess.Popen[str]],
+) -> None:
+    run_id = add(200, 50, "--set", "eval.every_checkpoint=false", "--set", "spectra.every_checkpoint=false")
+    first = slurm_worker()
+    with Store(paths.db_path()) as store:
+        wait_until(lambda: store.metrics(run_id, "loss"), "the job's first metrics", timeout=300)
+    first.terminate()
+    said = first.communicate(timeout=60)[0]
+    assert "1 Slurm jobs keep running" in said
+    job = row(run_id).slurm_job
+    assert sacct(job)[0] in ("RUNNING", "COMPLETED"), "stopping the worker left the job alone"
+    second = healer("worker", "--executor", "slurm", "--exit-when-idle", timeout=400)
+    assert f"watching run {run_id}'s Slurm job {job}" in second.stdout, second.stdout
+    with Store(paths.db_path()) as store:
+        run = store.run(run_id)
+        steps = [m.step for m in store.metrics(run_id, "loss")]
+    assert run.status == Status.DONE and run.slurm_state == "COMPLETED"
+    assert steps == list(range(1, 201)), "what the job wrote while no worker watched was ingested"

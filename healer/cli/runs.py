@@ -160,7 +160,8 @@ def show(
 
 
 DETAIL_FIELDS = ("status", "kind", "method", "reason", "model_path", "created_at", "started_at", "finished_at",
-                 "exit_code", "host", "out_dir", "log_path", "preset_path", "healer_version", "git_commit")  # fmt: skip
+                 "exit_code", "host", "slurm_job", "slurm_state", "node", "out_dir", "log_path", "preset_path",
+                 "healer_version", "git_commit")  # fmt: skip
 
 
 def _print_detail(view: RunDetail, with_spec: bool = False) -> None:

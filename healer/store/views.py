@@ -177,6 +177,10 @@ class RunDetail(RunRow):
     healer_version: str | None
     git_commit: str | None
     loss_curve: Curve | None
+    executor: str | None = None  # slurm, or None for a local subprocess
+    slurm_job: str | None = None
+    node: str | None = None
+    slurm_state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -636,7 +640,8 @@ class Reader:
             ),
             reason=run.reason, out_dir=run.out_dir, log_path=run.log_path, preset_path=run.preset_path,
             host=run.host, pid=run.pid, healer_version=run.healer_version, git_commit=run.git_commit,
-            loss_curve=curve([(r[0], r[1]) for r in loss]),
+            loss_curve=curve([(r[0], r[1]) for r in loss]), executor=run.executor, slurm_job=run.slurm_job,
+            node=run.node, slurm_state=run.slurm_state,
         )  # fmt: skip
 
     def _spectra_steps(self, run_id: int) -> tuple[SpectraStep, ...]:
