@@ -138,6 +138,8 @@ def _install_signal_handlers() -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, cancel)
+    if "SLURM_JOB_ID" in os.environ:  # submitit's warning before the time limit: its process requeues the job (then
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # Slurm's SIGTERM ends this attempt), this one trains on
 
 
 def _watch_foreground_parent(poll_s: float = 1.0) -> None:
