@@ -169,3 +169,21 @@ def test_a_job_s_end_and_the_run_s_last_words_give_its_verdict(tmp_path: Path) -
     assert timeout[0] == Status.FAILED and "TIMEOUT" in timeout[2] and "received SIGTERM" in timeout[2]
     cancelled = verdict(run, JobState("CANCELLED", 143, "n1"))
     assert cancelled[0] == Status.CANCELLED and cancelled[2] == "slurm job 77 cancelled (received SIGTERM)"
+
+
+def test_the_slurm_executor_without_slurm_is_one_clear_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # no sbatch, sacct, scancel on it
+    result = subprocess.run([sys.executable, "-m", "healer", "worker", "--executor", "slurm"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "`sbatch` is not on PATH" in result.stderr
+    for args, said in ((["--executor", "pbs"], "--executor 'pbs': use local or slurm"),
+                       (["--partition", "gpu"], "--partition and --account are for --executor slurm")):  # fmt: skip
+        result = healer("worker", *args)
+        assert result.returncode != 0 and said in result.stderr and "Traceback" not in result.stderr
