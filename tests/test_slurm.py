@@ -117,8 +117,12 @@ def test_cancel_reaches_the_job_through_scancel(slurm_worker: Callable[..., subp
     ended = wait_until(lambda: row(run_id).slurm_state == "CANCELLED" and row(run_id), "the worker to see the end")
     assert ended.status == Status.CANCELLED and "scancel" in ended.reason
     assert wait_until(lambda: sacct(job)[0] == "CANCELLED", "sacct to say CANCELLED", timeout=60)
-    squeue = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True, timeout=30).stdout
-    assert not squeue.strip(), "the job left the queue"
+
+    def left_the_queue() -> bool:  # COMPLETING (CG) for a moment while slurmd reaps its processes
+        listed = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True, timeout=30).stdout
+        return not listed.strip()
+
+    assert wait_until(left_the_queue, "the job to leave the queue", timeout=60)
 
 
 def test_a_requeued_job_resumes_from_its_last_checkpoint(slurm_worker: Callable[..., subprocess.Popen[str]]) -> None:

@@ -80,16 +80,17 @@ def ensure_model(spec: RunSpec) -> str:
 
 @contextlib.contextmanager
 def _building(path: Path) -> Iterator[None]:
-    """An exclusive lock (flock) on `PATH.lock` beside the model folder while it is built."""
+    """An exclusive lock (flock) on the folder that holds the model's folder, while it is built: no lock file is
+    left beside the models."""
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    descriptor = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # closing releases the lock
 
 
 def save_from_gguf(gguf: Path, out_dir: Path) -> None:
