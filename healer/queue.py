@@ -30,6 +30,8 @@ class Wait:
 
     reason: str
     fatal: bool = False
+    on: int | None = None  # the run whose finish (or checkpoint at `step`) may end the wait
+    step: int | None = None
 
 
 def add(store: Store, preset: Preset, *, start: str | None = None, after: str | None = None, priority: int = 0,
@@ -73,12 +75,14 @@ def _parent_of(start_ref: str | None) -> tuple[int | None, int | None]:
 def ready_runs(store: Store, fail: Callable[[Run, str], None]) -> Iterator[Run]:
     """Queued runs whose dependencies are met, in the order workers take them, read lazily; `fail(run, reason)`
     gets each run that can never start (its dependency failed, its checkpoint is gone)."""
-    for run in store.iter_queued():
+    for run in store.iter_queued(unblocked=True):
         waiting = wait_for(store, run)
         if waiting is None:
             yield run
         elif waiting.fatal:
             fail(run, f"cannot start: {waiting.reason}")
+        elif waiting.on is not None:
+            store.block(run.id, waiting.on, waiting.step)  # out of the claims until that run finishes or saves
 
 
 def wait_for(store: Store, run: Run) -> Wait | None:
@@ -88,7 +92,7 @@ def wait_for(store: Store, run: Run) -> Wait | None:
         if dep.status in (Status.FAILED, Status.CANCELLED):
             return Wait(f"run {dep.id}, which it runs after, {dep.status}", fatal=True)
         if dep.status != Status.DONE:
-            return Wait(f"run {dep.id} to finish (--after)")
+            return Wait(f"run {dep.id} to finish (--after)", on=dep.id)
     if run.start_ref:
         return wait_for_start(store, run.start_ref)
     return None
@@ -105,11 +109,11 @@ def wait_for_start(store: Store, start_ref: str) -> Wait | None:
             return _startable(store, start_ref)
         if run.status in FINISHED:
             return Wait(f"run {run.id} {run.status} without a checkpoint at step {step}", fatal=True)
-        return Wait(f"run {run.id} to save step {step}")
+        return Wait(f"run {run.id} to save step {step}", on=run.id, step=step)
     if run.status in (Status.FAILED, Status.CANCELLED):
         return Wait(f"run {run.id}, whose {selector} it starts from, {run.status}", fatal=True)
     if run.status != Status.DONE:
-        return Wait(f"run {run.id} to finish (its {selector} is picked then)")
+        return Wait(f"run {run.id} to finish (its {selector} is picked then)", on=run.id)
     pending = store.pending_eval_jobs(run.id) if selector != "last" else 0
     if pending:
         return Wait(f"the evaluations of run {run.id} ({pending} left; its {selector} is picked then)")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from healer import paths
-from healer.queue import wait_for
+from healer.queue import ready_runs, wait_for
 from healer.store import Status, Store
 from tests.conftest import REPO, healer
 
@@ -81,6 +81,40 @@ def test_waits_and_their_ends(tmp_path: Path) -> None:
     for waiting in (after, peak):
         verdict = wait_for(store, store.run(waiting.id))
         assert verdict.fatal and f"run {parent.id}" in verdict.reason and "failed" in verdict.reason
+
+
+def test_a_waiting_run_leaves_the_claims_until_its_dependency_moves(tmp_path: Path) -> None:
+    """A worker checks a waiting run once, blocks it on the run it waits for, and reads it again only after that
+    run saves a checkpoint or finishes: claims skip blocked runs by index, however deep the queue."""
+    store = Store(tmp_path / "h.db")
+    parent = store.create_run(kind="sft", method="sft", name="sft", spec={}, queued=1)
+    assert store.claim(parent.id, worker="w", host="h")  # running
+    after = store.create_run(kind="sft", method="sft", name="b", spec={}, queued=1, after_run=parent.id)
+    step = store.create_run(kind="rl", method="grpo", name="d", spec={}, queued=1, start_ref=f"{parent.id}@10")
+    free = store.create_run(kind="sft", method="sft", name="free", spec={}, queued=1)
+    failed: list[int] = []
+
+    def ready() -> list[int]:
+        return [r.id for r in ready_runs(store, lambda run, why: failed.append(run.id))]
+
+    assert ready() == [free.id]
+    assert (store.run(after.id).blocked_on, store.run(step.id).blocked_on) == (parent.id, parent.id)
+    assert [r.id for r in store.iter_queued(unblocked=True)] == [free.id], "the next claim reads neither"
+    assert [r.id for r in store.iter_queued()] == [after.id, step.id, free.id], "the queue still lists them"
+
+    checkpoint = tmp_path / "checkpoint-10"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "tokenizer_config.json").write_text("{}")
+    store.add_checkpoint(parent.id, 10, str(checkpoint))  # unblocks both; the --after one blocks again
+    assert ready() == [step.id, free.id]
+    assert store.run(after.id).blocked_on == parent.id and store.run(step.id).blocked_on is None
+    assert not store.block(step.id, parent.id, 10), "never blocked on a checkpoint that exists"
+
+    store.finish_run(parent.id, Status.DONE, exit_code=0)
+    assert store.run(after.id).blocked_on is None
+    assert ready() == [after.id, step.id, free.id] and not failed
+    assert not store.block(after.id, parent.id), "never blocked on a run that has finished"
 
 
 def test_queue_add_refuses_bad_input_and_writes_nothing(healer_home: Path) -> None:

@@ -45,14 +45,14 @@ def _next(s: torch.Tensor, k: int, fallback: float | None) -> float | None:
 
 def exact_top(w: torch.Tensor, q: int) -> TopK:
     """The top q singular triplets, exactly: an eigendecomposition of the smaller Gram matrix in float64 (for a
-    3584 × 18944 matrix it takes seconds where a full SVD takes tens of seconds), the other side as W v / σ. Only
-    the top q eigenpairs are computed where q is small against the rank (LAPACK's syevr on a subset)."""
+    3584 × 18944 matrix it takes seconds where a full SVD takes tens of seconds), the other side as W v / σ."""
     w = w.to(DTYPE)
     m, n = w.shape
     q = min(q, m, n)
     wide = m <= n
     gram = w @ w.T if wide else w.T @ w
-    values, vectors = top_eigh(gram, q)
+    values, vectors = torch.linalg.eigh(gram)
+    values, vectors = values.flip(0), vectors.flip(1)
     s = values.clamp(min=0).sqrt()
     side = vectors[:, :q]
     other = (w.T @ side if wide else w @ side) / s[:q].clamp(min=torch.finfo(DTYPE).tiny)
@@ -60,24 +60,6 @@ def exact_top(w: torch.Tensor, q: int) -> TopK:
         other = _orthonormal(other)  # orthonormal up to ε (σ_1/σ_q)², re-orthonormalised where that is not small
     u, v = (side, other) if wide else (other, side)
     return TopK(u, s[:q], v, _next(s, q, None), "exact", None)
-
-
-SUBSET_BELOW = 0.5  # q / rank under which only the top q eigenpairs are computed (syevr), on a CPU
-
-
-def top_eigh(gram: torch.Tensor, q: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The top q eigenpairs of a symmetric matrix, eigenvalues descending: all of them through torch (syevd) when q
-    is most of the rank or the matrix is on a GPU, else only those q through scipy's LAPACK syevr (its cost falls
-    with q: the reduction to tridiagonal form stays, the eigenvectors are found and back-transformed for q only)."""
-    r = gram.shape[0]
-    if gram.is_cuda or q >= SUBSET_BELOW * r:
-        values, vectors = torch.linalg.eigh(gram)
-        return values.flip(0), vectors.flip(1)
-    import scipy.linalg
-
-    values, vectors = scipy.linalg.eigh(gram.numpy(), subset_by_index=[r - q, r - 1], driver="evr",
-                                        check_finite=False)  # fmt: skip
-    return torch.from_numpy(values[::-1].copy()), torch.from_numpy(vectors[:, ::-1].copy())
 
 
 def _orthonormal(x: torch.Tensor) -> torch.Tensor:

@@ -252,3 +252,17 @@ def _0007(db: Database) -> None:
     ):
         db.execute(f"ALTER TABLE runs ADD COLUMN {column}")
     db.execute("CREATE INDEX runs_slurm ON runs(executor, status) WHERE executor IS NOT NULL")
+
+
+@MIGRATIONS(name="0008_claim_ready")
+def _0008(db: Database) -> None:
+    """Claims that do not slow with the queue's depth: a queued run that waits for another run names it in
+    `blocked_on`, and leaves the claim index until that run finishes or saves a checkpoint (the write that does it
+    clears the column), so a worker never re-checks every blocked run on every claim."""
+    db.execute("ALTER TABLE runs ADD COLUMN blocked_on INTEGER")  # the run whose finish (or checkpoint) it awaits
+    db.execute("CREATE INDEX runs_blocked ON runs(blocked_on) WHERE blocked_on IS NOT NULL")
+    db.execute(
+        "CREATE INDEX runs_claim_ready ON runs((kind IN ('eval', 'spectra') AND parent_run IS NOT NULL) DESC, "
+        "priority DESC, id) "
+        "WHERE queued = 1 AND status = 'queued' AND blocked_on IS NULL"
+    )

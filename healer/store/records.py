@@ -56,6 +56,7 @@ class Run:
     slurm_state: str | None = None
     journal: str | None = None
     journal_offset: int = 0
+    blocked_on: int | None = None
 
     @property
     def spec_dict(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from healer.errors import HealerError
 
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction; $HEALER_DB_TIMEOUT overrides it
 MIGRATION_SET = "healer"
-LATEST_MIGRATION = "0007_scale_out"  # tests check it is the last of store/migrations.py
+LATEST_MIGRATION = "0008_claim_ready"  # tests check it is the last of store/migrations.py
 
 
 class Status(StrEnum):

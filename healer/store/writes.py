@@ -169,13 +169,15 @@ class Store:
         self._set(run_id, heartbeat=time.time())
 
     def finish_run(self, run_id: int, status: Status, *, exit_code: int | None, reason: str | None = None) -> None:
-        """Record the end of a run; a run that already finished keeps its first verdict."""
+        """Record the end of a run; a run that already finished keeps its first verdict. Queued runs blocked on it
+        become claimable again (a worker then checks what they wait for)."""
         with atomic(self.conn):
             self.conn.execute(
                 "UPDATE runs SET status = ?, exit_code = ?, reason = ?, finished_at = ? "
                 "WHERE id = ? AND status NOT IN ('done', 'failed', 'cancelled')",
                 [status.value, exit_code, reason, utcnow(), run_id],
             )
+            self.conn.execute("UPDATE runs SET blocked_on = NULL WHERE blocked_on = ?", [run_id])
 
     def cancel(self, run_id: int, reason: str) -> None:
         """Cancel a run (before it started, or after its process was stopped); a finished run keeps its verdict."""
@@ -187,17 +189,19 @@ class Store:
         """Runs waiting for a worker, in the order workers take them (see iter_queued)."""
         return list(self.iter_queued())
 
-    def iter_queued(self, page: int = 32) -> Iterator[Run]:
+    def iter_queued(self, page: int = 32, unblocked: bool = False) -> Iterator[Run]:
         """Queued runs in the order workers take them: evaluation jobs first (they are short, and runs that start
         from a run's OOD peak wait for them), then priority, then age. Read a page at a time (keyset pagination, no
-        statement left open), so a worker that takes the first ready run never reads a deep queue."""
+        statement left open), so a worker that takes the first ready run never reads a deep queue; `unblocked`:
+        only those not blocked on a run that has yet to finish or save (a worker's claim reads these)."""
         after: list[int] = []
+        index, blocked = ("runs_claim_ready", " AND blocked_on IS NULL") if unblocked else ("runs_claim_order", "")
         while True:
             job = CHECKPOINT_JOB
             where = f" AND ({job} < ? OR ({job} = ? AND (priority < ? OR (priority = ? AND id > ?))))"
             rows = self.conn.execute(
-                f"SELECT *, {CHECKPOINT_JOB} AS checkpoint_job FROM runs INDEXED BY runs_claim_order "
-                "WHERE queued = 1 AND status = 'queued'"
+                f"SELECT *, {CHECKPOINT_JOB} AS checkpoint_job FROM runs INDEXED BY {index} "
+                f"WHERE queued = 1 AND status = 'queued'{blocked}"
                 + (where if after else "")
                 + f" ORDER BY {CHECKPOINT_JOB} DESC, priority DESC, id LIMIT ?",
                 [*after, page],
@@ -241,11 +245,23 @@ class Store:
             )
         return cursor.rowcount == 1
 
+    def block(self, run_id: int, on: int, step: int | None = None) -> bool:
+        """Take a queued run out of the claims until run `on` finishes (or saves a checkpoint), if `on` has yet to
+        finish (and to save `step`): checked in the same statement, so a finish that lands first is never missed."""
+        saved = " AND NOT EXISTS (SELECT 1 FROM checkpoints WHERE run_id = ? AND step = ?)" if step is not None else ""
+        with atomic(self.conn):
+            cursor = self.conn.execute(
+                "UPDATE runs SET blocked_on = ? WHERE id = ? AND status = 'queued' AND EXISTS (SELECT 1 FROM runs d "
+                f"WHERE d.id = ? AND d.status NOT IN ('done', 'failed', 'cancelled')){saved}",
+                [on, run_id, on, *([on, step] if step is not None else [])],
+            )
+        return cursor.rowcount == 1
+
     def requeue(self, run_id: int) -> None:
         """Put a finished run back in the queue (retry), keeping its id, checkpoints and metrics."""
         self._set(run_id, status=Status.QUEUED.value, queued=1, finished_at=None, exit_code=None, reason=None,
                   pid=None, worker=None, assigned_gpus=None, executor=None, slurm_job=None, slurm_state=None,
-                  node=None)  # fmt: skip
+                  node=None, blocked_on=None)  # fmt: skip
 
     def delete_run(self, run_id: int) -> None:
         """Remove a run that never started (it has no checkpoints, metrics or children)."""
@@ -255,6 +271,7 @@ class Store:
                 [run_id],
             )
             self.conn.execute("DELETE FROM runs WHERE id = ? AND status = 'queued'", [run_id])
+            self.conn.execute("UPDATE runs SET blocked_on = NULL WHERE blocked_on = ?", [run_id])  # checked again
 
     def delete_finished_run(self, run_id: int) -> int:
         """Remove a finished run and everything recorded under it (metrics, checkpoints, evaluations with their
@@ -278,6 +295,7 @@ class Store:
             )
             for sql in statements:
                 removed += self.conn.execute(sql, [run_id]).rowcount
+            self.conn.execute("UPDATE runs SET blocked_on = NULL WHERE blocked_on = ?", [run_id])
         return removed
 
     def setting(self, key: str, default: str | None = None) -> str | None:
@@ -309,6 +327,7 @@ class Store:
                 "ON CONFLICT (run_id, step) DO UPDATE SET path = excluded.path, pruned_at = NULL",
                 [run_id, step, str(path), int(protected), utcnow()],
             )
+            self.conn.execute("UPDATE runs SET blocked_on = NULL WHERE blocked_on = ?", [run_id])  # RUN@STEP waits
         row = self.conn.execute("SELECT * FROM checkpoints WHERE run_id = ? AND step = ?", [run_id, step]).fetchone()
         return record(Checkpoint, row)
 
