@@ -2,12 +2,13 @@
 
 Part A, claim latency: 1,000 trivial queued runs in a fresh database, mixed priorities (0-2), every 10th run
 `--after` the one before it, so `queue.wait_for` skips runs whose dependency has not finished yet. One claimer
-drains the queue with the selection loop of `Worker.start_ready` (paused? -> `queue.ready_runs()`, the first run
-whose `wait_for` is None -> `resolved_start` -> `claim`) and then finishes the run (done, exit 0) as a trivial job
-would. The timed part is the selection and the claim, per job. The baseline is the same loop on a queue one job
-deep (add one, claim it, finish it, repeated) in another fresh database: the ratio of median latencies says what
-a deep queue costs. Then two claimer processes drain another 1,000 jobs at once; every run must be claimed
-exactly once (claim() returns True 1,000 times in total, each run has attempts = 1 and status done).
+drains the queue with a real `Worker`'s own `start_ready` (paused? -> `queue.ready_runs()`, blocked runs set aside
+-> `resolved_start` -> `claim` -> `mark_spawned`; only the process start is an already-finished trivial process) and
+then finishes the run (done, exit 0) as a trivial job would. The timed part is `start_ready`, per job. The baseline
+is the same loop on a queue one job deep (add one, claim it, finish it, repeated) in another fresh database: the
+ratio of median latencies says what a deep queue costs. Then two claimer processes drain another 1,000 jobs at once;
+every run must be claimed exactly once (claim() returns True 1,000 times in total, each run has attempts = 1 and
+status done).
 
 Part B, write load: 4 writer processes, each with its own Store on one database and its own run, call
 `log_metrics` once per step with 8 metric names, as fast as they can for a fixed time, while a reader process
@@ -26,10 +27,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
-import socket
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,9 +37,11 @@ from dataclasses import dataclass, field
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
-from healer import queue
-from healer.store import Run, Status, Store
+from healer import worker as worker_module
+from healer.store import Status, Store
+from healer.worker import Worker
 
 POLL_S = 0.5  # the reader's poll period, as the TUI's
 DEPENDENCY_EVERY = 10  # every 10th queued run waits (--after) for the run before it
@@ -79,21 +81,38 @@ def fill_queue(store: Store, jobs: int, dependencies: bool = True) -> None:
         previous = add_job(store, i, after_run=after, priority=i % PRIORITIES)
 
 
-def claim_next(store: Store, worker: str, host: str) -> tuple[int | None, int]:
-    """Worker.start_ready's selection for one slot: (the run claimed or None, claims lost to another worker)."""
-    lost = 0
-    if queue.paused(store):
-        return None, lost
+class Claimer:
+    """A real `Worker` (CPU, one slot) whose `start_ready` claims the runs: its own selection, `resolved_start`,
+    `claim` and `mark_spawned`. Only the process start is left out of the timing: `launch` hands back one trivial
+    process, started once and already finished, since the time to fork `python -m healer.train` is not the queue's.
+    Claims lost to another worker are counted where `Store.claim` answers False."""
 
-    def never(run: Run, reason: str) -> None:
-        raise RuntimeError(f"run {run.id} {reason}")
+    def __init__(self, store: Store, process: subprocess.Popen[bytes]) -> None:
+        self.lost = 0
+        claim = store.claim
 
-    for run in queue.ready_runs(store, never):
-        columns = queue.resolved_start(store, run)
-        if store.claim(run.id, worker=worker, host=host, **columns):
-            return run.id, lost
-        lost += 1
-    return None, lost
+        def counted(run_id: int, **columns: Any) -> bool:
+            won = claim(run_id, **columns)
+            self.lost += not won
+            return won
+
+        store.claim = counted  # type: ignore[method-assign]
+        self.worker = Worker(store, gpus=[], max_parallel=1, say=lambda _line: None)
+        self.process = process
+
+    def next(self) -> tuple[int | None, int]:
+        """Worker.start_ready for one slot: (the run it claimed or None, claims it lost on the way)."""
+        lost_before = self.lost
+        with mock.patch.object(worker_module, "launch", lambda *_args, **_kwargs: self.process):
+            self.worker.start_ready()
+        children, self.worker.children = self.worker.children, []
+        return (children[0].run_ids[0] if children else None), self.lost - lost_before
+
+
+def finished_process() -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process
 
 
 @dataclass
@@ -107,15 +126,15 @@ class Drain:
     locked: int = 0
 
 
-def drain(store: Store, worker: str, *, alone: bool) -> Drain:
+def drain(store: Store, *, alone: bool) -> Drain:
     """Claim and finish runs until the queue is empty; another claimer may hold the run a job waits for."""
-    host = socket.gethostname()
+    claimer = Claimer(store, finished_process())
     result = Drain()
     started = time.perf_counter()
     while True:
         begin = time.perf_counter()
         try:
-            run_id, lost = claim_next(store, worker, host)
+            run_id, lost = claimer.next()
         except sqlite3.OperationalError as exc:
             if not is_locked(exc):
                 raise
@@ -139,12 +158,12 @@ def drain(store: Store, worker: str, *, alone: bool) -> Drain:
 
 def one_deep(store: Store, reps: int) -> list[float]:
     """Claim latency with a queue one job deep: add a job, claim it, finish it, `reps` times."""
-    host = socket.gethostname()
+    claimer = Claimer(store, finished_process())
     latencies = []
     for i in range(reps):
         add_job(store, i)
         begin = time.perf_counter()
-        run_id, _ = claim_next(store, "bench-baseline", host)
+        run_id, _ = claimer.next()
         latencies.append(time.perf_counter() - begin)
         assert run_id is not None
         store.finish_run(run_id, Status.DONE, exit_code=0)
@@ -166,7 +185,7 @@ def check_claims(store: Store, jobs: int, claimed: list[int]) -> list[str]:
 def claimer_process(db: str, index: int, barrier: Barrier, results: Any) -> None:
     with Store(db) as store:
         barrier.wait(BARRIER_TIMEOUT_S)
-        results.put((index, drain(store, f"bench-{index}:{os.getpid()}", alone=False)))
+        results.put((index, drain(store, alone=False)))
 
 
 def competing_drain(ctx: Any, db: Path, claimers: int) -> tuple[list[Drain], float]:
@@ -194,11 +213,11 @@ def part_a(args: argparse.Namespace, tmp: Path, ctx: Any) -> tuple[list[str], li
         base = one_deep(store, args.baseline_reps)
     with Store(tmp / "claims.db") as store:
         fill_queue(store, args.jobs)
-        deep = drain(store, "bench-0", alone=True)
+        deep = drain(store, alone=True)
         problems = check_claims(store, args.jobs, deep.claimed)
     with Store(tmp / "free.db") as store:  # the same queue without dependencies: no blocked runs to pass over
         fill_queue(store, args.jobs, dependencies=False)
-        free = drain(store, "bench-free", alone=True).latencies
+        free = drain(store, alone=True).latencies
 
     with Store(tmp / "competing.db") as store:
         fill_queue(store, args.jobs)
@@ -359,7 +378,8 @@ def part_b(args: argparse.Namespace, tmp: Path, ctx: Any) -> tuple[list[str], li
         f"aggregate / alone {total_rate / base.rows_per_s:.2f}",
         f"  reader: {seen_rows} of {total_rows} rows seen after a last poll, {len(seen.polls)} polls of "
         f"{args.writers} runs every {POLL_S:g} s, median poll {ms(statistics.median(seen.polls)):.1f} ms, "
-        f"max {ms(max(seen.polls)):.1f} ms",
+        f"max {ms(max(seen.polls)):.1f} ms; polls longer than the {POLL_S:g} s period (a TUI would fall behind): "
+        f"{sum(p > POLL_S for p in seen.polls)}",
     ]
     return lines, problems
 

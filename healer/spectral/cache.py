@@ -7,7 +7,11 @@ decomposed once.
 
 from __future__ import annotations
 
+import json
+import os
+import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -51,7 +55,43 @@ class ReferenceCache:
         path = self._file(key, q)
         path.parent.mkdir(parents=True, exist_ok=True)
         s = top.s if top.next_s is None else torch.cat([top.s, top.s.new_tensor([top.next_s])])
-        partial = path.with_suffix(".partial")
+        partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")  # threads too
         vectors = {"u": top.u.float().cpu().contiguous(), "v": top.v.float().cpu().contiguous()}  # float32: half
         save_file({**vectors, "s": s.double().cpu().contiguous()}, str(partial))
         partial.replace(path)  # readers see a whole file or none
+
+    def keys(self, files: list[Path]) -> KeyBook:
+        """The content keys already computed for these weight files, by parameter (see KeyBook)."""
+        identity = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+        name = f"{zlib.crc32(identity.encode()):08x}{zlib.adler32(identity.encode()):08x}.json"
+        return KeyBook(self.directory / f"v{VERSION}" / "keys" / name, identity)
+
+
+class KeyBook:
+    """Content keys of one reference's matrices, remembered by the files' path, size and modification time, so
+    reading a reference again does not checksum its bytes again (a rewritten file has a new time: checksummed)."""
+
+    def __init__(self, path: Path, identity: str) -> None:
+        self.path, self.identity, self.changed = path, identity, False
+        self.known: dict[str, str] = {}
+        try:
+            saved = json.loads(path.read_text())
+            if saved.get("identity") == identity:
+                self.known = dict(saved["keys"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # none yet, or damaged: computed again
+
+    def key(self, param: str, tensor: Callable[[], object]) -> str:
+        if param not in self.known:
+            self.known[param] = content_key(tensor())  # type: ignore[arg-type]
+            self.changed = True
+        return self.known[param]
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps({"identity": self.identity, "keys": self.known}))
+        partial.replace(self.path)
+        self.changed = False
