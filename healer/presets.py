@@ -111,9 +111,9 @@ class SpectraSpec:
     modules: tuple[str, ...] = opt(MODULES, "decoder projections analysed: q, k, v, o, gate, up, down")
     method: Literal["auto", "exact", "fast"] = opt(
         "auto",
-        "exact (float64 Gram eigendecomposition), fast (subspace iteration from the reference's vectors, "
-        "exact where its error estimate exceeds 0.25 degrees), auto (fast on a GPU where k is small against the "
-        "rank, else exact: on CPU exact was faster)",
+        "exact (float64 Gram eigendecomposition), fast (block Rayleigh-Ritz from the reference's top vectors in "
+        "float32, with a bound on its error; exact where the bound exceeds 0.5 degrees), auto (fast where k and "
+        "its margin are at most 60% of the rank, else exact)",
     )
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "auto = CUDA when available")
     jobs: Literal["auto", "queue", "inline"] = opt("auto", "as eval.jobs: queued for a worker, or in the run")

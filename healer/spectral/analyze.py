@@ -72,9 +72,10 @@ def weight_files(weights: Weights) -> list[Path]:
 def _readings(ckpt: Weights, ref: Weights, matrices: list[Matrix], book: KeyBook, settings: Settings,
               cache: ReferenceCache, device: torch.device,
               say: Callable[[str], None] | None) -> Iterator[dict[str, Any]]:  # fmt: skip
-    """The rows of every matrix, in order. On a CPU, one matrix per core at a time, each read and computed by its
-    own thread with torch single-threaded: on 2 cores that measured 1.8 s against 2.1 to 2.7 s for one matrix at
-    a time on two BLAS threads, and 4 to 5 s for a reader thread beside them (the two fight over the cores)."""
+    """The rows of every matrix, in order. On a CPU, several matrices at a time, each read and computed by its own
+    thread with torch single-threaded. On 2 cores (SmolLM2, k = 64): one matrix at a time on two BLAS threads took
+    2.1 to 2.7 s, a reader thread beside it 4 to 5 s (the two fight over the cores), one single-threaded matrix at
+    a time 2.2 s, two at a time 1.5 s, three 1.3 s, four 1.4 s (paired runs)."""
 
     def read_and_compare(matrix: Matrix) -> tuple[MatrixReading, float]:
         w_b, w_t = ref.get(matrix.param), ckpt.get(matrix.param)
@@ -93,7 +94,9 @@ def _readings(ckpt: Weights, ref: Weights, matrices: list[Matrix], book: KeyBook
         reading = compare(top, w_b, w_t, settings.k, settings.method)
         return reading, time.perf_counter() - started
 
-    workers = 1 if device.type != "cpu" else max(1, min(torch.get_num_threads(), len(matrices), 8))
+    # one more thread than cores: while one holds the GIL between torch calls the cores stay busy; at most 4
+    # matrices (and their differences) in memory at once
+    workers = 1 if device.type != "cpu" else max(1, min(torch.get_num_threads() + 1, len(matrices), 4))
     threads = torch.get_num_threads()
     if workers > 1:
         torch.set_num_threads(1)

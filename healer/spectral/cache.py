@@ -47,7 +47,7 @@ class ReferenceCache:
         except (SafetensorError, OSError):
             return None  # a damaged entry (a full disk mid-write, ...) is computed again
         s = t["s"]
-        return TopK(t["u"].double(), s[:q], t["v"].double(), float(s[q]) if len(s) > q else None)
+        return TopK(t["u"], s[:q], t["v"], float(s[q]) if len(s) > q else None)  # vectors as stored: float32
 
     def put(self, key: str, q: int, top: TopK) -> None:
         from safetensors.torch import save_file

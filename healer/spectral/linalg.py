@@ -23,6 +23,7 @@ FALLBACK_DEG = 0.5  # the contract: every angle within 0.5° of an exact SVD's; 
 # true error on SmolLM2 (benchmarks/spectra.py prints both).
 FAST_SHARE = 0.6  # auto takes the fast method while the block (k and its margin) is at most this share of the rank
 U32 = 2.0**-24  # float32's unit roundoff
+ANGLES_DEG = 1e-4  # what float32 products move a principal angle by (1e-6 rad, measured 1e-7), added to fast's bound
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def fast_top(w: torch.Tensor, k: int, ref: TopK, shift: float, steps: int = FAST
     """The top k singular triplets of W = W_b + ΔW by block Rayleigh-Ritz from the reference's top K > k vectors,
     with a rigorous bound on the error of the subspaces; float32 products, float64 small matrices.
 
-    Step j holds an orthonormal basis X of K vectors on one side (the reference's right vectors at first), forms
+    Step j holds an orthonormal basis X of K vectors on one side (the reference's, on the longer side, at first), forms
     P = W X (or Wᵀ X), and takes the Ritz pairs of the Gram matrix G on span(X) from PᵀP: vectors X Y, values θ.
     The other side O = P Y / √θ is orthonormal and spans W·span(X): the next step's basis, one power step on.
     The product the residual needs, R = G X Y − X Y Θ = (Wᵀ O − X Y √θ) √θ, is the next step's P, so each step
@@ -105,27 +106,30 @@ def fast_top(w: torch.Tensor, k: int, ref: TopK, shift: float, steps: int = FAST
     if (float(ref.s[k - 1]) + shift) ** 2 <= mu_out:  # σ_k(W)² ≤ (σ_k(W_b) + ‖ΔW‖)²: no gap to certify, ever
         return TopK(ref.u[:, :0], ref.s[:0], ref.v[:, :0], None, "fast", math.inf)
     w_norm = float(torch.linalg.vector_norm(w)) if norm is None else norm
-    basis, on_right = ref.v.float(), True
-    product = w @ basis
+    on_right = n >= m  # start on the longer side: the products P and their float64 Gram matrices are the short one's
+    basis = (ref.v if on_right else ref.u).float()
+    product = w @ basis if on_right else w.T @ basis
     best: TopK | None = None
     for _ in range(steps):
         p64 = product.double()
         theta, y = torch.linalg.eigh(p64.T @ p64)
         theta, y = theta.flip(0).clamp(min=0), y.flip(1)
         s = theta.sqrt()
-        if float(s[-1]) <= WELL_CONDITIONED * float(s[0]):
+        first, last = s[0].item(), s[-1].item()
+        if last <= WELL_CONDITIONED * first:
             break  # a block nearly rank-deficient: O would not be orthonormal
         y32, s32 = y.float(), s.float()
         ritz = basis @ y32
         other = (product @ y32) / s32  # orthonormal to `skew`
-        skew = 4 * U32 * math.sqrt(big) * float(s[0] / s[-1])
+        skew = 4 * U32 * math.sqrt(big) * first / last
         product = (w.T if on_right else w) @ other
         residual = (product - ritz * s32) * s32  # float32: its rounding is in `rounding`
         inner = m if on_right else n
         rounding = 2 * U32 * sigma_1 * (math.sqrt(inner) * w_norm + sigma_1 * math.sqrt(big))
-        sine = _bound(theta, residual, k, mu_out, rounding) + skew
+        enough = math.sin(math.radians(target_deg)) - skew
+        sine = _bound(theta, residual, k, mu_out, rounding, enough) + skew
         u, v = (other, ritz) if on_right else (ritz, other)
-        error = math.degrees(math.asin(min(1.0, sine)))
+        error = math.degrees(math.asin(min(1.0, sine))) + ANGLES_DEG
         if best is None or error < (best.error_deg or math.inf):
             best = TopK(u[:, :k], s[:k], v[:, :k], float(s[k]), "fast", error)
         if error <= target_deg:
@@ -136,44 +140,64 @@ def fast_top(w: torch.Tensor, k: int, ref: TopK, shift: float, steps: int = FAST
     return best
 
 
-def _bound(theta: torch.Tensor, residual: torch.Tensor, k: int, mu_out: float, rounding: float) -> float:
+def _bound(theta: torch.Tensor, residual: torch.Tensor, k: int, mu_out: float, rounding: float,
+           enough: float = 0.0) -> float:  # fmt: skip
     """The sine bound of `fast_top` at the best guard K': chosen with Frobenius norms (an upper bound on the
-    spectral ones, for every K' at once), then evaluated with spectral norms."""
-    big = len(theta)
-    theta_k, gap_k = float(theta[k - 1]), float(theta[k - 1] - theta[k])
+    spectral ones, for every K' at once), then evaluated with cheap upper bounds on the spectral norms (Gershgorin's
+    and Frobenius's on the residual's Gram matrix) and, where that is not `enough`, with the spectral norms."""
+    values = theta.tolist()  # K numbers: plain floats cost less than K-long tensor operations
+    big = len(values)
+    theta_k, gap_k = values[k - 1], values[k - 1] - values[k]
     if gap_k <= 0 or theta_k <= mu_out:
         return math.inf
-    cumulative = torch.cumsum(residual.pow(2).sum(0).double(), 0)
-    guards = torch.arange(k + 1, big + 1, device=theta.device)
-    inside = cumulative[guards - 1].sqrt() + rounding
-    outside = (cumulative[-1] - cumulative[guards - 1]).clamp(min=0).sqrt() + rounding
-    next_theta = torch.where(guards < big, theta[guards.clamp(max=big - 1)], torch.full_like(inside, mu_out))
-    mu = _coupled(next_theta, mu_out, outside)
-    delta = theta_k - mu
-    bounds = torch.where(delta > 0, (1 + (inside / gap_k) ** 2).sqrt() * inside / delta, math.inf)
-    guard = k + 1 + int(bounds.argmin())
-    if not math.isfinite(float(bounds.min())):
+    squares = residual.pow(2).sum(0).tolist()
+    total = math.fsum(squares)
+    best, guard, inside2 = math.inf, 0, math.fsum(squares[:k])
+    for candidate in range(k + 1, big + 1):  # the first `candidate` Ritz vectors inside, the rest outside
+        inside2 += squares[candidate - 1]
+        inside = math.sqrt(inside2) + rounding
+        outside = math.sqrt(max(0.0, total - inside2)) + rounding
+        a = values[candidate] if candidate < big else mu_out
+        mu = _coupled(a, mu_out, outside)
+        if theta_k > mu:
+            bound = math.sqrt(1 + (inside / gap_k) ** 2) * inside / (theta_k - mu)
+            if bound < best:
+                best, guard = bound, candidate
+    if not math.isfinite(best):
         return math.inf
     gram = (residual.T @ residual).double()
-    gamma = _largest(gram[:guard, :guard]) ** 0.5 + rounding
-    mu = mu_out
-    if guard < big:
-        coupling = _largest(gram[guard:, guard:]) ** 0.5 + rounding
-        a = float(theta[guard])
-        mu = (a + mu_out) / 2 + math.sqrt(((a - mu_out) / 2) ** 2 + coupling**2)  # as _coupled, in floats
-    if theta_k <= mu:
-        return math.inf
-    return math.sqrt(1 + (gamma / gap_k) ** 2) * gamma / (theta_k - mu)
+    bound = math.inf
+    for largest in (_at_most, _largest):
+        gamma = largest(gram[:guard, :guard]) ** 0.5 + rounding
+        mu = mu_out
+        if guard < big:
+            coupling = largest(gram[guard:, guard:]) ** 0.5 + rounding
+            a = values[guard]
+            mu = _coupled(a, mu_out, coupling)
+        if theta_k > mu:
+            bound = min(bound, math.sqrt(1 + (gamma / gap_k) ** 2) * gamma / (theta_k - mu))
+        if bound <= enough:
+            break
+    return bound
 
 
-def _coupled(a: torch.Tensor, d: float, c: torch.Tensor) -> torch.Tensor:
+def _coupled(a: float, d: float, c: float) -> float:
     """The largest eigenvalue of [[a, c], [c, d]]: an upper bound on a symmetric block matrix whose diagonal blocks
     are at most a and d and whose off-diagonal block has norm c."""
-    return (a + d) / 2 + (((a - d) / 2) ** 2 + c**2).sqrt()
+    return (a + d) / 2 + math.sqrt(((a - d) / 2) ** 2 + c**2)
 
 
 def _largest(gram: torch.Tensor) -> float:
+    """The largest eigenvalue of a symmetric positive semi-definite matrix."""
     return max(0.0, float(torch.linalg.eigvalsh(gram)[-1])) if gram.numel() else 0.0
+
+
+def _at_most(gram: torch.Tensor) -> float:
+    """An upper bound on the largest eigenvalue of a symmetric matrix, without an eigensolver: the smaller of the
+    largest absolute row sum (Gershgorin) and the Frobenius norm."""
+    if not gram.numel():
+        return 0.0
+    return min(float(gram.abs().sum(1).max()), float(torch.linalg.matrix_norm(gram)))
 
 
 def block_size(k: int, rank: int) -> int:
@@ -206,21 +230,21 @@ def top_k(w: torch.Tensor, k: int, method: Method = "auto", ref: TopK | None = N
     return exact_top(w, k + 1).head(k)
 
 
-def principal_angles(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def principal_angles(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = DTYPE) -> torch.Tensor:
     """Principal angles (radians, ascending) between the spans of two orthonormal bases with the same column count,
     accurate for small angles too: arcsin of the sines where the cosine is near 1, arccos elsewhere (as scipy).
     Bases orthonormal only to ε (float32: 1e-7) move the angles by about ε, since the sines come from the
-    residual b − a aᵀb computed explicitly, not from 1 − cos²."""
-    a, b = a.to(DTYPE), b.to(DTYPE)
+    residual b − a aᵀb computed explicitly, not from 1 − cos². `dtype` float32 (for the fast method's bases, whose
+    own bound is far larger) computes the products in float32: the angles move by about 1e-6 rad."""
+    a, b = a.to(dtype), b.to(dtype)
     if a.shape[1] >= a.shape[0]:  # two bases of the whole space: every angle is 0 by dimension
         return torch.zeros(a.shape[1], dtype=DTYPE, device=a.device)
     cross = a.T @ b
-    residual = b - a @ cross  # its singular values are the sines
-    # squared singular values as eigenvalues of the small Gram matrices (float64: the squares lose nothing that
-    # matters above 1e-8 rad, and cost half an SVD)
-    cos2 = torch.linalg.eigvalsh(cross.T @ cross).flip(0).clamp(0.0, 1.0)  # descending: the angles ascending
-    sin2 = torch.linalg.eigvalsh(residual.T @ residual).clamp(0.0, 1.0)  # ascending: paired with the cosines
-    return torch.where(cos2 >= 0.5, torch.arcsin(sin2.sqrt()), torch.arccos(cos2.sqrt()))
+    residual = (b - a @ cross).to(DTYPE)  # its singular values are the sines
+    # the squared sines as eigenvalues of the small Gram matrix (float64: the squares lose nothing that matters above
+    # 1e-8 rad, and cost half an SVD); past 45° the cosine's form, as scipy, with cos² = 1 − sin² (both O(1) there)
+    sin2 = torch.linalg.eigvalsh(residual.T @ residual).clamp(0.0, 1.0)  # ascending: the angles ascending
+    return torch.where(sin2 <= 0.5, torch.arcsin(sin2.sqrt()), torch.arccos((1.0 - sin2).sqrt()))
 
 
 def forced_zero(k: int, n: int) -> int:
@@ -277,8 +301,9 @@ def compare(ref: TopK, w_b: torch.Tensor, w_t: torch.Tensor, k: int, method: Met
     shift = math.sqrt(total) * (1 + 1e-5) + 4 * U32 * norm_b
     top = top_k(w_t, k, method, ref=ref, shift=shift, norm=norm_b + shift)
     base = ref.head(k)
-    u = SideReading(k, m, principal_angles(base.u, top.u), forced_zero(k, m))
-    v = SideReading(k, n, principal_angles(base.v, top.v), forced_zero(k, n))
+    fast = top.method == "fast"  # float32 products for the angles: 1e-6 rad, under the bound reported with them
+    u = SideReading(k, m, principal_angles(base.u, top.u, torch.float32 if fast else DTYPE), forced_zero(k, m))
+    v = SideReading(k, n, principal_angles(base.v, top.v, torch.float32 if fast else DTYPE), forced_zero(k, n))
     sb = base.s.to(DTYPE)
     drift = torch.where(sb > 0, (top.s.to(DTYPE) - sb) / sb.clamp(min=torch.finfo(DTYPE).tiny), torch.zeros_like(sb))
     shares: tuple[float | None, float | None, float | None] = (None, None, None)
