@@ -136,14 +136,14 @@ def rows(param: str, layer: int, module: str, reading: MatrixReading, seconds: f
         "sigma_rel_drift": reading.sigma_rel_drift, "energy_diag": reading.energy_diag,
         "energy_rotation": reading.energy_rotation, "energy_outside": reading.energy_outside,
         "gap_rel": reading.gap_rel, "method": reading.method, "error_deg": reading.error_deg, "seconds": seconds,
-        "sigma_drift": [float(x) for x in reading.sigma_drift],
+        "sigma_drift": reading.sigma_drift.tolist(),  # a list of floats at once; per element costs 0.3 s a model
     }  # fmt: skip
     out = []
     for side_name, side in (("u", reading.u), ("v", reading.v)):
         out.append({
             "param": param, "layer": layer, "module": module, "side": side_name, "k": side.k, "n": side.n,
             "forced_zero": side.forced_zero, **side.summary(), **shared,
-            "angles_deg": [float(x) for x in torch.rad2deg(side.angles)],
+            "angles_deg": torch.rad2deg(side.angles).tolist(),
         })  # fmt: skip
     return out
 
