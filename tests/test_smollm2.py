@@ -109,9 +109,27 @@ def test_smollm2_is_converted_trains_a_step_and_spectra_read_its_real_matrices(
     assert tensors[0].shape == (576, 576) and not (tensors[0] == tensors[1]).all(), "one step moved the weights"
 
     measured = healer("spectra", "measure", f"{detail['id']}@1", "--ref", "base", "--k", "8", "--modules", "q",
-                      "--json", check=True)  # fmt: skip
+                      "--json", "--full", check=True)  # fmt: skip
     rows = json.loads(measured.stdout)
     assert sorted({r["layer"] for r in rows}) == list(range(30)) and len(rows) == 30 * 2  # sides u and v
     assert {(r["module"], r["k"], r["n"]) for r in rows} == {("q", 8, 576)}
     assert max(r["mean_angle_deg"] for r in rows) > 0
+    # the fast method's bound against the true error on these real matrices: numpy's float64 SVD, scipy's angles
+    import numpy as np
+    import scipy.linalg
+
+    assert {r["method"] for r in rows} == {"fast"}, "auto: the fast method, certified on every matrix"
+    with (
+        safe_open(str(converted / "model.safetensors"), framework="np") as before,
+        safe_open(str(Path(detail["checkpoints"][0]["path"]) / "model.safetensors"), framework="np") as after,
+    ):
+        for layer in range(0, 30, 3):
+            key = f"model.layers.{layer}.self_attn.q_proj.weight"
+            (u_b, _, vh_b), (u_t, _, vh_t) = (np.linalg.svd(f.get_tensor(key).astype(np.float64))
+                                              for f in (before, after))  # fmt: skip
+            for side, a, b in (("u", u_b[:, :8], u_t[:, :8]), ("v", vh_b[:8].T, vh_t[:8].T)):
+                truth = np.sort(np.degrees(scipy.linalg.subspace_angles(a, b)))
+                row = next(r for r in rows if r["layer"] == layer and r["side"] == side)
+                off = float(np.abs(np.asarray(row["angles_deg"]) - truth).max())
+                assert off <= row["error_deg"] <= 0.5, (layer, side, off, row["error_deg"])  # fmt: skip
     shutil.rmtree(healer_home, ignore_errors=True)  # 2.2 GB of model and checkpoint, once everything passed

@@ -9,7 +9,16 @@ import pytest
 import scipy.linalg
 import torch
 
-from healer.spectral.linalg import FALLBACK_DEG, compare, exact_top, fast_top, forced_zero, principal_angles, top_k
+from healer.spectral.linalg import (
+    FALLBACK_DEG,
+    compare,
+    exact_top,
+    fast_top,
+    forced_zero,
+    moved,
+    principal_angles,
+    top_k,
+)
 
 F64 = torch.float64
 
@@ -120,12 +129,14 @@ def fine_tuned(m: int, n: int, seed: int, update: float) -> tuple[torch.Tensor, 
     return w_b, w_b + update * norm * (low / low.norm() + 0.1 * noise / noise.norm())
 
 
+@pytest.mark.parametrize("first", ["product", "moved"])
 @pytest.mark.parametrize(("m", "n", "k", "seed"), [(384, 160, 16, 1), (160, 384, 24, 2), (256, 256, 8, 3)])
-def test_fast_bound_holds_against_scipy_svd(m: int, n: int, k: int, seed: int) -> None:
+def test_fast_bound_holds_against_scipy_svd(m: int, n: int, k: int, seed: int, first: str) -> None:
     w_b, w_t = fine_tuned(m, n, seed, 0.002)
     ref = exact_top(w_b, 2 * k + 1).head(2 * k)
     shift = float((w_t - w_b).norm())
-    fast = fast_top(w_t.float(), k, ref, shift)
+    block = moved((w_t - w_b).float(), ref, 2 * k) if first == "moved" else None  # U Σ + ΔW V, or W V itself
+    fast = fast_top(w_t.float(), k, ref, shift, moved_block=block)
     assert fast.method == "fast" and fast.error_deg is not None and fast.error_deg <= FALLBACK_DEG, fast.error_deg
     u, _, vh = np.linalg.svd(w_t.numpy())  # independent: LAPACK's SVD in float64, scipy's angles
     for ours, true in ((fast.u, u[:, :k]), (fast.v, vh[:k].T)):

@@ -77,7 +77,7 @@ def _readings(ckpt: Weights, ref: Weights, matrices: list[Matrix], book: KeyBook
     2.1 to 2.7 s, a reader thread beside it 4 to 5 s (the two fight over the cores), one single-threaded matrix at
     a time 2.2 s, two at a time 1.5 s, three 1.3 s, four 1.4 s (paired runs)."""
 
-    def read_and_compare(matrix: Matrix) -> tuple[MatrixReading, float]:
+    def read_and_compare(matrix: Matrix) -> tuple[MatrixReading, float, list[dict[str, Any]]]:
         w_b, w_t = ref.get(matrix.param), ckpt.get(matrix.param)
         started = time.perf_counter()
         if w_b.shape != w_t.shape:
@@ -92,7 +92,8 @@ def _readings(ckpt: Weights, ref: Weights, matrices: list[Matrix], book: KeyBook
             cache.put(key, q, top)
         top = dataclasses.replace(top, u=top.u.to(device), s=top.s.to(device), v=top.v.to(device))
         reading = compare(top, w_b, w_t, settings.k, settings.method)
-        return reading, time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        return reading, seconds, rows(matrix.param, matrix.layer, matrix.module, reading, seconds)
 
     # one more thread than cores: while one holds the GIL between torch calls the cores stay busy; at most 4
     # matrices (and their differences) in memory at once
@@ -102,12 +103,12 @@ def _readings(ckpt: Weights, ref: Weights, matrices: list[Matrix], book: KeyBook
         torch.set_num_threads(1)
     try:
         readings = in_order(read_and_compare, matrices, workers)
-        for index, (matrix, (reading, seconds)) in enumerate(zip(matrices, readings, strict=True)):
+        for index, (matrix, (reading, seconds, matrix_rows)) in enumerate(zip(matrices, readings, strict=True)):
             if say:
                 mean = float(torch.rad2deg(reading.u.angles).mean())
                 say(f"{index + 1}/{len(matrices)} {matrix.param}: k {reading.k}, mean angle {mean:.2f}° (u), "
                     f"{reading.method}, {seconds:.2f} s")  # fmt: skip
-            yield from rows(matrix.param, matrix.layer, matrix.module, reading, seconds)
+            yield from matrix_rows
     finally:
         torch.set_num_threads(threads)
 

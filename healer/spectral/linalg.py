@@ -75,7 +75,8 @@ def _orthonormal(x: torch.Tensor) -> torch.Tensor:
 
 
 def fast_top(w: torch.Tensor, k: int, ref: TopK, shift: float, steps: int = FAST_STEPS,
-             target_deg: float = FALLBACK_DEG, norm: float | None = None) -> TopK:  # fmt: skip
+             target_deg: float = FALLBACK_DEG, norm: float | None = None,
+             moved_block: torch.Tensor | None = None) -> TopK:  # fmt: skip
     """The top k singular triplets of W = W_b + ΔW by block Rayleigh-Ritz from the reference's top K > k vectors,
     with a rigorous bound on the error of the subspaces; float32 products, float64 small matrices.
 
@@ -85,15 +86,17 @@ def fast_top(w: torch.Tensor, k: int, ref: TopK, shift: float, steps: int = FAST
     The product the residual needs, R = G X Y − X Y Θ = (Wᵀ O − X Y √θ) √θ, is the next step's P, so each step
     costs one product with W. The bound, for a guard K' between k and K chosen to make it smallest:
 
-        sin ∠(top-k Ritz, true top-k) ≤ √(1 + γ²/δ_k²) · γ / (θ_k − μ)        (Knyazev 1997; Davis-Kahan)
+        sin ∠(top-k Ritz, true top-k) ≤ √(1 + γ₂²/δ_k²) · γ / (θ_k − μ)        (Knyazev 1997; Davis-Kahan)
 
-    with γ = ‖R[:, :K']‖₂, δ_k = θ_k − θ_k+1 (a lower bound on the gap by Cauchy's interlacing), and μ an upper
-    bound on G over the complement of the first K' Ritz vectors: that complement couples the remaining Ritz values
-    (≤ θ_K'+1) through ‖R[:, K':]‖₂ to the complement of span(X), where G is at most (σ_K+1(W_b) + ‖ΔW‖_F)²
-    (Weyl; the complement of W·span(X) is mapped by Wᵀ into the complement of span(X), so this holds at every
-    step). The bound covers the other side too: W maps a subspace within angle ε of the top-k right vectors to one
-    within tan ε · σ_k+1/σ_k of the top-k left ones. A probabilistic float32 rounding term is added to γ.
-    `shift` is ‖ΔW‖_F, `norm` ‖W‖_F or more (computed when not given). Returns the result with the smallest
+    with γ = ‖R[:, :K']‖₂, γ₂ = ‖R[:, k:K']‖₂ (the unwanted Ritz vectors' part: in Knyazev's proof only they couple
+    through the Sylvester equation), δ_k = θ_k − θ_k+1 (a lower bound on the gap by Cauchy's interlacing), and μ an
+    upper bound on G over the complement of the first K' Ritz vectors: that complement couples the remaining Ritz
+    values (≤ θ_K'+1) through ‖R[:, K':]‖₂ to the complement of span(X), where G is at most (σ_K+1(W_b) + ‖ΔW‖_F)²
+    (Weyl; the complement of W·span(X) is mapped by Wᵀ into the complement of span(X), so this holds at every step).
+    The bound covers the other side too: W maps a subspace within angle ε of the top-k right vectors to one within
+    tan ε · σ_k+1/σ_k of the top-k left ones. A probabilistic float32 rounding term is added to γ.
+    `shift` is ‖ΔW‖_F, `norm` ‖W‖_F or more (computed when not given), `moved_block` ΔW on the reference's block
+    (see `moved`; the first product is then U Σ + ΔW V, no product with W). Returns the result with the smallest
     bound, certified or not (the caller falls back)."""
     w = w.float()
     m, n = w.shape
@@ -106,9 +109,12 @@ def fast_top(w: torch.Tensor, k: int, ref: TopK, shift: float, steps: int = FAST
     if (float(ref.s[k - 1]) + shift) ** 2 <= mu_out:  # σ_k(W)² ≤ (σ_k(W_b) + ‖ΔW‖)²: no gap to certify, ever
         return TopK(ref.u[:, :0], ref.s[:0], ref.v[:, :0], None, "fast", math.inf)
     w_norm = float(torch.linalg.vector_norm(w)) if norm is None else norm
-    on_right = n >= m  # start on the longer side: the products P and their float64 Gram matrices are the short one's
+    on_right = starts_right((m, n))
     basis = (ref.v if on_right else ref.u).float()
-    product = w @ basis if on_right else w.T @ basis
+    if moved_block is not None:  # W V = W_b V + ΔW V = U Σ + ΔW V (the reference's exact triplets)
+        product = (ref.u if on_right else ref.v).float() * ref.s[:big].float() + moved_block
+    else:
+        product = w @ basis if on_right else w.T @ basis
     best: TopK | None = None
     for _ in range(steps):
         p64 = product.double()
@@ -152,15 +158,17 @@ def _bound(theta: torch.Tensor, residual: torch.Tensor, k: int, mu_out: float, r
         return math.inf
     squares = residual.pow(2).sum(0).tolist()
     total = math.fsum(squares)
-    best, guard, inside2 = math.inf, 0, math.fsum(squares[:k])
+    wanted2 = math.fsum(squares[:k])
+    best, guard, inside2 = math.inf, 0, wanted2
     for candidate in range(k + 1, big + 1):  # the first `candidate` Ritz vectors inside, the rest outside
         inside2 += squares[candidate - 1]
         inside = math.sqrt(inside2) + rounding
+        unwanted = math.sqrt(max(0.0, inside2 - wanted2)) + rounding
         outside = math.sqrt(max(0.0, total - inside2)) + rounding
         a = values[candidate] if candidate < big else mu_out
         mu = _coupled(a, mu_out, outside)
         if theta_k > mu:
-            bound = math.sqrt(1 + (inside / gap_k) ** 2) * inside / (theta_k - mu)
+            bound = math.sqrt(1 + (unwanted / gap_k) ** 2) * inside / (theta_k - mu)
             if bound < best:
                 best, guard = bound, candidate
     if not math.isfinite(best):
@@ -169,13 +177,14 @@ def _bound(theta: torch.Tensor, residual: torch.Tensor, k: int, mu_out: float, r
     bound = math.inf
     for largest in (_at_most, _largest):
         gamma = largest(gram[:guard, :guard]) ** 0.5 + rounding
+        unwanted = largest(gram[k:guard, k:guard]) ** 0.5 + rounding
         mu = mu_out
         if guard < big:
             coupling = largest(gram[guard:, guard:]) ** 0.5 + rounding
             a = values[guard]
             mu = _coupled(a, mu_out, coupling)
         if theta_k > mu:
-            bound = min(bound, math.sqrt(1 + (gamma / gap_k) ** 2) * gamma / (theta_k - mu))
+            bound = min(bound, math.sqrt(1 + (unwanted / gap_k) ** 2) * gamma / (theta_k - mu))
         if bound <= enough:
             break
     return bound
@@ -209,19 +218,44 @@ def block_size(k: int, rank: int) -> int:
     return min(rank, k + margin)
 
 
-def top_k(w: torch.Tensor, k: int, method: Method = "auto", ref: TopK | None = None, shift: float | None = None,
-          norm: float | None = None) -> TopK:  # fmt: skip
-    """The top-k triplets of W by `method`: exact; fast (falls back to exact when its bound exceeds FALLBACK_DEG);
-    auto = fast when the reference's wider block and ‖W − W_b‖_F are given and the block is small against the
-    rank, else exact."""
-    rank = min(w.shape)
+def resolve(method: Method, shape: tuple[int, int], k: int, ref: TopK | None, shift: float | None) -> Method:
+    """The method `top_k` takes: exact unless the reference's wider block and ‖W − W_b‖_F are at hand; auto = fast
+    where the block is at most FAST_SHARE of the rank."""
+    rank = min(shape)
     k = min(k, rank)
     usable = ref is not None and shift is not None and ref.next_s is not None and ref.u.shape[1] > k
+    if not usable:
+        return "exact"
+    assert ref is not None
     if method == "auto":
-        method = "fast" if usable and ref.u.shape[1] <= FAST_SHARE * rank else "exact"  # type: ignore[union-attr]
-    if method == "fast" and usable:
+        return "fast" if ref.u.shape[1] <= FAST_SHARE * rank else "exact"
+    return method
+
+
+def starts_right(shape: tuple[int, int]) -> bool:
+    """Whether the fast method starts from the right vectors: it starts on the longer side, so that the products
+    P and their float64 Gram matrices are the short side's."""
+    m, n = shape
+    return n >= m
+
+
+def moved(delta: torch.Tensor, ref: TopK, width: int) -> torch.Tensor:
+    """ΔW applied to the reference's first `width` vectors on the side the fast method starts from: ΔW V (m × width)
+    or ΔWᵀ U (n × width), float32. Its first k columns give C = U_kᵀ ΔW V_k; with the reference's own U Σ (or
+    V Σ) beside it, it is the fast method's first product W V = U Σ + ΔW V, so one product serves both."""
+    if starts_right(tuple(delta.shape)):
+        return delta @ ref.v[:, :width].float()
+    return delta.T @ ref.u[:, :width].float()
+
+
+def top_k(w: torch.Tensor, k: int, method: Method = "auto", ref: TopK | None = None, shift: float | None = None,
+          norm: float | None = None, moved_block: torch.Tensor | None = None) -> TopK:  # fmt: skip
+    """The top-k triplets of W by `method` (see `resolve`); fast falls back to exact when its bound exceeds
+    FALLBACK_DEG. `moved_block`: `moved(W − W_b, ref, K)`, when the caller has it."""
+    k = min(k, *w.shape)
+    if resolve(method, tuple(w.shape), k, ref, shift) == "fast":
         assert ref is not None and shift is not None
-        result = fast_top(w, k, ref, shift, target_deg=FALLBACK_DEG, norm=norm)
+        result = fast_top(w, k, ref, shift, target_deg=FALLBACK_DEG, norm=norm, moved_block=moved_block)
         if result.error_deg is not None and result.error_deg <= FALLBACK_DEG:
             return result
         exact = exact_top(w, k + 1)
@@ -240,10 +274,10 @@ def principal_angles(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype = DTYP
     if a.shape[1] >= a.shape[0]:  # two bases of the whole space: every angle is 0 by dimension
         return torch.zeros(a.shape[1], dtype=DTYPE, device=a.device)
     cross = a.T @ b
-    residual = (b - a @ cross).to(DTYPE)  # its singular values are the sines
+    residual = b - a @ cross  # its singular values are the sines
     # the squared sines as eigenvalues of the small Gram matrix (float64: the squares lose nothing that matters above
     # 1e-8 rad, and cost half an SVD); past 45° the cosine's form, as scipy, with cos² = 1 − sin² (both O(1) there)
-    sin2 = torch.linalg.eigvalsh(residual.T @ residual).clamp(0.0, 1.0)  # ascending: the angles ascending
+    sin2 = torch.linalg.eigvalsh((residual.T @ residual).to(DTYPE)).clamp(0.0, 1.0)  # ascending: angles ascending
     return torch.where(sin2 <= 0.5, torch.arcsin(sin2.sqrt()), torch.arccos((1.0 - sin2).sqrt()))
 
 
@@ -263,10 +297,12 @@ class SideReading:
     forced_zero: int
 
     def summary(self) -> dict[str, float]:
-        degrees = torch.rad2deg(self.angles)
-        chordal = float(torch.linalg.vector_norm(torch.sin(self.angles)))
-        return {"mean_angle_deg": float(degrees.mean()), "median_angle_deg": float(degrees.median()),
-                "max_angle_deg": float(degrees.max()), "chordal": chordal,
+        radians = self.angles.tolist()  # k floats: plain Python, not a tensor operation each (threads share the GIL)
+        degrees = sorted(math.degrees(a) for a in radians)
+        chordal = math.sqrt(math.fsum(math.sin(a) ** 2 for a in radians))
+        return {"mean_angle_deg": math.fsum(degrees) / len(degrees),
+                "median_angle_deg": degrees[(len(degrees) - 1) // 2],  # the lower median, as torch.median
+                "max_angle_deg": degrees[-1], "chordal": chordal,
                 "chordal_norm": chordal / math.sqrt(self.k)}  # fmt: skip
 
 
@@ -287,7 +323,8 @@ class MatrixReading:
 
     @property
     def sigma_rel_drift(self) -> float:
-        return float(self.sigma_drift.abs().mean())
+        drifts = self.sigma_drift.tolist()
+        return math.fsum(abs(d) for d in drifts) / len(drifts)
 
 
 def compare(ref: TopK, w_b: torch.Tensor, w_t: torch.Tensor, k: int, method: Method = "auto") -> MatrixReading:
@@ -297,9 +334,16 @@ def compare(ref: TopK, w_b: torch.Tensor, w_t: torch.Tensor, k: int, method: Met
     k = min(k, m, n, ref.u.shape[1])
     delta = w_t.float() - w_b.float()  # exact in float32 where the two are within a factor of 2 (Sterbenz)
     total = float(torch.linalg.vector_norm(delta)) ** 2  # float32 norms: cascade sums, relative error ≪ 1e-5
-    norm_b = float(torch.linalg.vector_norm(w_b.float()))
+    big = ref.u.shape[1]
+    if ref.next_s is not None:  # ‖W_b‖_F from the reference's spectrum, at most: no pass over W_b
+        norm_b = math.sqrt(float(ref.s.double().pow(2).sum()) + (min(m, n) - big) * ref.next_s**2)
+    else:
+        norm_b = float(torch.linalg.vector_norm(w_b.float()))
     shift = math.sqrt(total) * (1 + 1e-5) + 4 * U32 * norm_b
-    top = top_k(w_t, k, method, ref=ref, shift=shift, norm=norm_b + shift)
+    chosen = resolve(method, (m, n), k, ref, shift)
+    block = moved(delta, ref, big if chosen == "fast" else k)  # one product: C below, and fast's first product
+    top = top_k(w_t, k, chosen, ref=ref, shift=shift, norm=norm_b + shift,
+                moved_block=block if chosen == "fast" else None)  # fmt: skip
     base = ref.head(k)
     fast = top.method == "fast"  # float32 products for the angles: 1e-6 rad, under the bound reported with them
     u = SideReading(k, m, principal_angles(base.u, top.u, torch.float32 if fast else DTYPE), forced_zero(k, m))
@@ -308,7 +352,10 @@ def compare(ref: TopK, w_b: torch.Tensor, w_t: torch.Tensor, k: int, method: Met
     drift = torch.where(sb > 0, (top.s.to(DTYPE) - sb) / sb.clamp(min=torch.finfo(DTYPE).tiny), torch.zeros_like(sb))
     shares: tuple[float | None, float | None, float | None] = (None, None, None)
     if total > 0:
-        c = (base.u.T.float() @ delta @ base.v.float()).to(DTYPE)  # float32: shares to 1e-6 of ‖ΔW‖²
+        if starts_right((m, n)):  # C = U_kᵀ (ΔW V_k), or (ΔWᵀ U_k)ᵀ V_k; float32: shares to 1e-6 of ‖ΔW‖²
+            c = (base.u.T.float() @ block[:, :k]).to(DTYPE)
+        else:
+            c = (block[:, :k].T @ base.v.float()).to(DTYPE)
         diag = float(torch.diagonal(c).pow(2).sum())
         inside = float(c.pow(2).sum())
         shares = (diag / total, (inside - diag) / total, max(0.0, total - inside) / total)
