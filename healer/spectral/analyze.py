@@ -96,11 +96,11 @@ def _readings(ckpt: Weights, ref: Weights, matrices: list[Matrix], book: KeyBook
         return reading, seconds, rows(matrix.param, matrix.layer, matrix.module, reading, seconds)
 
     # one more thread than cores: while one holds the GIL between torch calls the cores stay busy; at most 4
-    # matrices (and their differences) in memory at once
-    workers = 1 if device.type != "cpu" else max(1, min(torch.get_num_threads() + 1, len(matrices), 4))
+    # matrices (and their differences) in memory at once, the cores shared among them
     threads = torch.get_num_threads()
+    workers = 1 if device.type != "cpu" else max(1, min(threads + 1, len(matrices), 4))
     if workers > 1:
-        torch.set_num_threads(1)
+        torch.set_num_threads(max(1, threads // workers))
     try:
         readings = in_order(read_and_compare, matrices, workers)
         for index, (matrix, (reading, seconds, matrix_rows)) in enumerate(zip(matrices, readings, strict=True)):
