@@ -442,3 +442,29 @@ async def test_c_stops_a_running_process_with_sigterm_and_records_the_cancel(sto
     with Store(path) as check:
         cancelled = check.run(run.id)
     assert (cancelled.status, cancelled.reason) == ("cancelled", "cancelled (healer queue cancel)")
+
+
+async def test_a_runs_table_message_handled_after_the_table_left_is_not_a_crash(store: Seeded) -> None:
+    """A cursor message from the runs table can be handled after the table left the screen (the app shutting down,
+    as CI once caught): the app reads the run from the message's own table, not from a query that finds nothing."""
+    from textual.widgets import DataTable
+
+    from healer.tui.panels.runs import RunsPane
+
+    path, runs = store
+    app = _app_on(path, runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot, lambda: runs["sft"] in app.snapshot.rows)
+        table = app.query_one(RunsPane)
+        other = next(i for i, line in enumerate(table.lines) if line.run != table.selected_run)
+        with table.prevent(DataTable.RowHighlighted):  # moved without its message, which is posted below
+            table.move_cursor(row=other)
+        await pilot.pause()
+        moved_to = table.selected_run
+        assert moved_to is not None and moved_to != app.poller.selected
+        message = DataTable.RowHighlighted(table, other, table.coordinate_to_cell_key((other, 0)).row_key)
+        await table.remove()
+        app.post_message(message)
+        await pilot.pause()
+        await pilot.pause()
+        assert app.is_running and app.poller.selected == moved_to, "the message's own table named the run"

@@ -227,7 +227,7 @@ class HealerApp(App[None]):
     # -- snapshots -----------------------------------------------------------------------------------------
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
-        if self._stop.is_set() or not self.query("#views"):
+        if self._stop.is_set() or not self.query("#views") or not self.query(RunsPane):
             return  # the app is closing: a poll that finished meanwhile has no screen to go to
         self.raw_lineage = message.snapshot.lineage
         snapshot = self._view(message.snapshot)
@@ -344,7 +344,7 @@ class HealerApp(App[None]):
 
     @on(DataTable.RowSelected, "#runs")
     def _detail(self, event: DataTable.RowSelected) -> None:
-        run = self.query_one(RunsPane).selected_run
+        run = _run_of(event.data_table)
         if run is None:
             return
         lineage = self.snapshot.lineage if self.snapshot else None
@@ -354,7 +354,7 @@ class HealerApp(App[None]):
 
     @on(DataTable.RowHighlighted, "#runs")
     def _selected(self, event: DataTable.RowHighlighted) -> None:
-        run = self.query_one(RunsPane).selected_run
+        run = _run_of(event.data_table)
         if run is not None and run != self.poller.selected and self.pinned is None:
             self.poller.selected = run
             self.poller.wake.set()
@@ -650,3 +650,9 @@ def once(db: Path, width: int, height: int, immutable: bool = False, svg: Path |
 
     asyncio.run(app.run_async(headless=True, size=(width, height), auto_pilot=pilot))  # type: ignore[arg-type]
     return text[0] if text else ""
+
+
+def _run_of(table: DataTable) -> int | None:  # type: ignore[type-arg]
+    """The run under the cursor of the table a message came from. Not `query_one(RunsPane)`: the message may be
+    handled after another screen took over (a dialog, or the app shutting down), where that query finds nothing."""
+    return table.selected_run if isinstance(table, RunsPane) else None
