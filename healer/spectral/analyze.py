@@ -83,7 +83,7 @@ def _readings(ckpt: Weights, ref: Weights, matrices: list[Matrix], book: KeyBook
         if w_b.shape != w_t.shape:
             raise HealerError(f"{matrix.param}: {tuple(w_t.shape)} in the checkpoint, {tuple(w_b.shape)} in "
                               "the reference")  # fmt: skip
-        key = book.key(matrix.param, lambda: w_b)
+        key = book.key(matrix.param, w_b)
         w_b, w_t = w_b.to(device), w_t.to(device)  # as stored; the methods choose their precision
         q = oversampled(settings.k, min(w_b.shape))
         top = cache.get(key, q)

@@ -11,7 +11,6 @@ import json
 import os
 import threading
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -81,9 +80,9 @@ class KeyBook:
         except (OSError, ValueError, KeyError, TypeError):
             pass  # none yet, or damaged: computed again
 
-    def key(self, param: str, tensor: Callable[[], object]) -> str:
+    def key(self, param: str, tensor: torch.Tensor) -> str:
         if param not in self.known:
-            self.known[param] = content_key(tensor())  # type: ignore[arg-type]
+            self.known[param] = content_key(tensor)
             self.changed = True
         return self.known[param]
 

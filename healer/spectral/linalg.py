@@ -100,14 +100,14 @@ def fast_top(w: torch.Tensor, k: int, ref: TopK, shift: float, steps: int = FAST
     bound, certified or not (the caller falls back)."""
     w = w.float()
     m, n = w.shape
-    big = max(ref.u.shape[1], ref.v.shape[1])
+    big = ref.u.shape[1]
     if ref.next_s is None or big <= k:
-        return TopK(ref.u[:, :0], ref.s[:0], ref.v[:, :0], None, "fast", math.inf)
+        return _uncertified(ref)
     sigma_1 = float(ref.s[0]) + shift
     # G over the complement of span(X), at every step; the last term: the reference's vectors are kept in float32
     mu_out = (ref.next_s + shift + 4 * U32 * math.sqrt(big) * sigma_1) ** 2
     if (float(ref.s[k - 1]) + shift) ** 2 <= mu_out:  # σ_k(W)² ≤ (σ_k(W_b) + ‖ΔW‖)²: no gap to certify, ever
-        return TopK(ref.u[:, :0], ref.s[:0], ref.v[:, :0], None, "fast", math.inf)
+        return _uncertified(ref)
     w_norm = float(torch.linalg.vector_norm(w)) if norm is None else norm
     on_right = starts_right((m, n))
     basis = (ref.v if on_right else ref.u).float()
@@ -142,8 +142,13 @@ def fast_top(w: torch.Tensor, k: int, ref: TopK, shift: float, steps: int = FAST
             break
         basis, on_right = other, not on_right
     if best is None:
-        return TopK(ref.u[:, :0], ref.s[:0], ref.v[:, :0], None, "fast", math.inf)
+        return _uncertified(ref)
     return best
+
+
+def _uncertified(ref: TopK) -> TopK:
+    """No result: the caller falls back to the exact method."""
+    return TopK(ref.u[:, :0], ref.s[:0], ref.v[:, :0], None, "fast", math.inf)
 
 
 def _bound(theta: torch.Tensor, residual: torch.Tensor, k: int, mu_out: float, rounding: float,
