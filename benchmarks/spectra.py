@@ -14,14 +14,17 @@ For each workload and k (16, 64, 256: all below every matrix's rank but the 128-
 there), with the reference's decomposition already cached (it is computed once per reference; its time is printed
 too), --reps interleaved repetitions (medians printed, every run beside them) time per checkpoint:
   read     streaming both matrices of every pair from safetensors into float32 memory: the floor any method pays;
+  floor    read + the difference + two float32 products of every matrix with a K-column block (K = k and the
+           margin healer keeps), on healer's threads: what any method with an a-posteriori bound pays at least,
+           since a residual needs both W X and Wᵀ W X;
   svd      read + torch.linalg.svd of every checkpoint matrix (float32, full_matrices=False) + the angles: the
            baseline a researcher would write;
   default  `healer spectra`'s own analysis (method auto), all its numbers;
-and prints the ratios svd / default (goal >= 10) and default / read (goal <= 5). The error is measured against an
-independent computation, never against healer itself: numpy.linalg.svd of both matrices in float64 and
-scipy.linalg.subspace_angles between their top-k subspaces; printed are the largest difference of any principal
-angle between `default` and that (goal <= 0.5°), whether each row's reported bound held, and how loose the bound is
-(its median ratio to the true error on the rows the fast method certified).
+and prints the ratios svd / default (goal >= 10), default / read (goal <= 5), floor / read and default / floor.
+The error is measured against an independent computation, never against healer itself: numpy.linalg.svd of both
+matrices in float64 and scipy.linalg.subspace_angles between their top-k subspaces; printed are the largest
+difference of any principal angle between `default` and that (goal <= 0.5°), whether each row's reported bound
+held, and how loose the bound is (its median ratio to the true error on the rows the fast method certified).
 
     .venv/bin/python benchmarks/spectra.py [--steps 8] [--lr 1e-5] [--workloads smollm2,shapes] [--ks 16,64,256]
         [--reps 3]
@@ -143,6 +146,39 @@ def read_only(base: Path, tuned: Path) -> float:
     return time.perf_counter() - started
 
 
+def products_floor(base: Path, tuned: Path, k: int) -> float:
+    """What any certified top-k method pays at least, on the same threads as healer: read both matrices, their
+    difference (for ‖ΔW‖), and two float32 products with a block of K columns (K = k and its margin, the block
+    healer works in): W X and Wᵀ (W X). A residual, hence any a-posteriori bound, needs both."""
+    from healer.spectral.analyze import in_order, oversampled
+    from healer.spectral.linalg import starts_right
+
+    def one(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+        w_b, w_t = pair
+        w = w_t.float()
+        delta = w - w_b.float()
+        torch.linalg.vector_norm(delta)
+        m, n = w.shape
+        block = oversampled(k, min(m, n))
+        if starts_right((m, n)):
+            w.T @ (w @ torch.ones(n, block))
+        else:
+            w @ (w.T @ torch.ones(m, block))
+
+    threads = torch.get_num_threads()
+    workers = max(1, min(threads + 1, 4))
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, threads // workers))
+    try:
+        with Weights(base) as ref, Weights(tuned) as ckpt:
+            pairs = ((ref.get(m.param), ckpt.get(m.param)) for m in ckpt.matrices())
+            for _ in in_order(one, list(pairs), workers):
+                pass
+    finally:
+        torch.set_num_threads(threads)
+    return time.perf_counter() - started
+
+
 def full_svd(base: Path, tuned: Path, cache: ReferenceCache, k: int) -> float:
     """The baseline: read, full SVD of the checkpoint matrix, principal angles against the cached reference."""
     from healer.spectral.analyze import oversampled
@@ -193,13 +229,14 @@ def workload(name: str, base: Path, tuned: Path, k: int, cache: ReferenceCache,
     started = time.perf_counter()
     timed(base, tuned, cache, Settings(k=k, method="exact", device="cpu"))  # fills the reference cache
     once = time.perf_counter() - started
-    reads, svds, defaults = [], [], []
-    for _ in range(reps):  # interleaved, so a slow spell of the machine hits all three alike
+    reads, floors, svds, defaults = [], [], [], []
+    for _ in range(reps):  # interleaved, so a slow spell of the machine hits all four alike
         reads.append(read_only(base, tuned))
+        floors.append(products_floor(base, tuned, k))
         svds.append(full_svd(base, tuned, cache, k))
         default_s, default = timed(base, tuned, cache, Settings(k=k, device="cpu"))
         defaults.append(default_s)
-    read, svd, default_s = (statistics.median(x) for x in (reads, svds, defaults))
+    read, floor, svd, default_s = (statistics.median(x) for x in (reads, floors, svds, defaults))
     error, held, rows_checked = 0.0, 0, 0
     true_errors, bounds = [], []
     for row in default:
@@ -217,17 +254,19 @@ def workload(name: str, base: Path, tuned: Path, k: int, cache: ReferenceCache,
     methods = Counter(r["method"] for r in default if r["side"] == "u")
     mean = sum(r["mean_angle_deg"] for r in default if r["side"] == "u") / (len(default) // 2)
     spread = " | ".join(f"{label} {', '.join(f'{x:.2f}' for x in xs)}"
-                        for label, xs in (("read", reads), ("svd", svds), ("default", defaults)))  # fmt: skip
+                        for label, xs in (("read", reads), ("floor", floors), ("svd", svds),
+                                          ("default", defaults)))  # fmt: skip
     tightness = ""
     if bounds:
         loose = statistics.median(b / max(t, 1e-6) for b, t in zip(bounds, true_errors, strict=True))
         tightness = f"; on fast rows the bound is a median {loose:.0f}x the true error"
     return [
         f"{name}, k = {k}: {len(default) // 2} matrices; mean angle {mean:.2f}° (u)",
-        f"  medians of {reps}: read {read:.2f} s | full SVD {svd:.2f} s | default {default_s:.2f} s | reference "
-        f"decomposition, once: {once:.2f} s   (runs: {spread})",
+        f"  medians of {reps}: read {read:.2f} s | floor {floor:.2f} s | full SVD {svd:.2f} s | default "
+        f"{default_s:.2f} s | reference decomposition, once: {once:.2f} s   (runs: {spread})",
         f"  full SVD / default = {svd / default_s:.2f} (goal >= 10); default / read = {default_s / read:.2f} "
-        f"(goal <= 5); largest angle error against numpy's float64 SVD {error:.4f}° (goal <= 0.5); bound held on "
+        f"(goal <= 5); floor / read = {floor / read:.2f}; default / floor = {default_s / floor:.2f}; largest angle "
+        f"error against numpy's float64 SVD {error:.4f}° (goal <= 0.5); bound held on "
         f"{held}/{rows_checked} rows (largest fast bound {max(bounds, default=0):.4f}°{tightness})",
         f"  methods used: {dict(methods)}",
     ]
