@@ -138,14 +138,14 @@ class SlurmExecutor:
         assert run.out_dir
         folder = Path(run.out_dir) / "slurm"
         journal = Path(run.out_dir) / f"journal-{run.id}.jsonl"  # checkpoint jobs share their run's jobs/ folder
-        self.store._set(run.id, executor="slurm", journal=str(journal), journal_offset=0)  # in the snapshot too
+        self.store.slurm_prepared(run.id, str(journal))  # in the snapshot too
         snapshot = take_snapshot(self.store, run.id, folder / f"store-{run.id}.db")
         parameters = self.parameters(run)
         executor = _executor(folder, time_limit="time" in parameters)
         executor.update_parameters(**parameters)
         job = executor.submit(RunJob(run.id, str(self.store.path), str(journal), str(snapshot)))
         log = str(job.paths.stdout)
-        self.store._set(run.id, slurm_job=str(job.job_id), slurm_state="PENDING", log_path=log)
+        self.store.slurm_submitted(run.id, str(job.job_id), log)
         return self.store.run(run.id)
 
     def parameters(self, run: Run) -> dict[str, Any]:
@@ -165,12 +165,7 @@ class SlurmExecutor:
         if not self._ingest(run) or state is None:
             return self.store.run(run.id), False
         ended = state.state in ENDED
-        columns: dict[str, Any] = {"slurm_state": state.state}
-        if state.node:
-            columns["node"] = state.node
-        if not ended:
-            columns["heartbeat"] = time.time()
-        self.store._set(run.id, **columns)
+        self.store.slurm_observed(run.id, state.state, state.node, alive=not ended)
         if ended:
             self._ingest(self.store.run(run.id))  # what it wrote between the last poll and its end
             status, exit_code, reason = verdict(self.store.run(run.id), state)

@@ -186,7 +186,7 @@ class Worker:
             stamp = stamps.get(f"{WORKER_PREFIX}{run.worker}")
             if run.worker != self.name and stamp is not None and now - float(stamp) < 3 * STAMP_S:
                 continue  # another live worker watches it
-            self.store._set(run.id, worker=self.name)
+            self.store.watched_by(run.id, self.name)
             self.jobs.append(run.id)
             self.say(f"worker: watching run {run.id}'s Slurm job {run.slurm_job} ({run.slurm_state})")
 

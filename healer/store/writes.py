@@ -83,6 +83,27 @@ class Store:
         """A worker started the run's process (the process itself then calls mark_running)."""
         self._set(run_id, pid=pid)
 
+    def watched_by(self, run_id: int, worker: str) -> None:
+        """A worker takes over watching a running run's Slurm job (its own worker stopped stamping)."""
+        self._set(run_id, worker=worker)
+
+    def slurm_prepared(self, run_id: int, journal: str) -> None:
+        """A run about to be submitted to Slurm: it writes to `journal` (from its start), not to the store."""
+        self._set(run_id, executor="slurm", journal=journal, journal_offset=0)
+
+    def slurm_submitted(self, run_id: int, job_id: str, log_path: str) -> None:
+        """Slurm accepted the run's job; it is pending until sacct says otherwise."""
+        self._set(run_id, slurm_job=job_id, slurm_state="PENDING", log_path=log_path)
+
+    def slurm_observed(self, run_id: int, state: str, node: str | None, alive: bool) -> None:
+        """What sacct said of the run's job: its state, the node it runs on, and a heartbeat while it lives."""
+        columns: dict[str, Any] = {"slurm_state": state}
+        if node:
+            columns["node"] = node
+        if alive:
+            columns["heartbeat"] = time.time()
+        self._set(run_id, **columns)
+
     def set_priority(self, run_id: int, priority: int) -> bool:
         """A waiting run's priority (higher runs first); False when the run is no longer waiting."""
         with atomic(self.conn):
