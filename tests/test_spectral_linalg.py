@@ -9,8 +9,10 @@ import pytest
 import scipy.linalg
 import torch
 
+import healer.spectral.linalg as linalg
 from healer.spectral.linalg import (
     FALLBACK_DEG,
+    FAST_STEPS,
     compare,
     exact_top,
     fast_top,
@@ -152,6 +154,44 @@ def test_fast_falls_back_to_exact_when_it_cannot_bound_its_error() -> None:
     assert result.method == "exact (fast fell back)" and result.error_deg > FALLBACK_DEG
     exact = exact_top(w_t, 11)
     assert principal_angles(result.u, exact.u[:, :10]).max() < 1e-8
+
+
+@pytest.mark.parametrize(
+    ("previous", "error", "left", "goes_on"),
+    [
+        (None, 3.0, 7, True),  # one step taken: no rate yet
+        (None, 3.0, 0, False),  # no step left
+        (2.0, 1.0, 1, True),  # halving: 1.0 -> 0.5 in the one step left, the target
+        (1.0, 0.9, 2, False),  # 0.9 -> 0.73 in two: too slow for 0.5
+        (1.0, 0.9, 6, True),  # 0.9 -> 0.48 in six
+        (1.0, 1.2, 6, False),  # the bound rose: stalled
+        (math.inf, math.inf, 6, False),  # still infinite after a step
+        (math.inf, 2.0, 6, True),  # finite now: keep going
+    ],
+)
+def test_the_fast_method_goes_on_only_while_its_bound_can_reach_the_target(
+    previous: float | None, error: float, left: int, goes_on: bool
+) -> None:
+    assert linalg._converging(previous, error, 0.5, left) is goes_on
+
+
+def test_a_bound_that_cannot_get_there_stops_the_steps_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The update far larger than the gaps: the bound stays at 90° (without the rule it is still 36° after eight
+    steps), so fast gives up after two steps instead of spending all FAST_STEPS products before the exact method."""
+    w_b, w_t = fine_tuned(200, 120, 9, 0.3)
+    ref = exact_top(w_b, 21).head(20)
+    bounds: list[float] = []
+    real = linalg._bound
+
+    def counted(*args: object, **kwargs: object) -> float:
+        bounds.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return bounds[-1]
+
+    monkeypatch.setattr(linalg, "_bound", counted)
+    # a shift below ‖ΔW‖_F (no valid bound: only so that the check before any product lets the steps run)
+    result = fast_top(w_t, 10, ref, float((w_t - w_b).norm()) / 100)
+    assert result.error_deg is not None and result.error_deg > FALLBACK_DEG
+    assert 2 <= len(bounds) < FAST_STEPS, bounds
 
 
 def test_auto_is_exact_without_a_wider_reference_block() -> None:
