@@ -169,7 +169,7 @@ def products_floor(base: Path, tuned: Path, k: int, device: torch.device) -> flo
     """What any certified top-k method pays at least, on the same threads as healer: read both matrices, their
     difference (for ‖ΔW‖), and two float32 products with a block of K columns (K = k and its margin, the block
     healer works in): W X and Wᵀ (W X). A residual, hence any a-posteriori bound, needs both."""
-    from healer.spectral.analyze import in_order, oversampled
+    from healer.spectral.analyze import in_order, oversampled, sharing_cores
     from healer.spectral.linalg import starts_right
 
     def one(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
@@ -184,18 +184,13 @@ def products_floor(base: Path, tuned: Path, k: int, device: torch.device) -> flo
         else:
             w @ (w.T @ torch.ones(m, block, device=device))
 
-    threads = torch.get_num_threads()
-    workers = max(1, min(threads + 1, 4)) if device.type == "cpu" else 1  # as healer's analysis
     started = time.perf_counter()
-    torch.set_num_threads(max(1, threads // workers))
-    try:
-        with Weights(base) as ref, Weights(tuned) as ckpt:
-            pairs = ((ref.get(m.param), ckpt.get(m.param)) for m in ckpt.matrices())
-            for _ in in_order(one, list(pairs), workers):
+    with Weights(base) as ref, Weights(tuned) as ckpt:
+        pairs = [(ref.get(m.param), ckpt.get(m.param)) for m in ckpt.matrices()]
+        with sharing_cores(device, len(pairs)) as workers:  # healer's own threads
+            for _ in in_order(one, pairs, workers):
                 pass
-        synchronize(device)
-    finally:
-        torch.set_num_threads(threads)
+    synchronize(device)
     return time.perf_counter() - started
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections import deque
@@ -95,13 +96,7 @@ def _readings(ckpt: Weights, ref: Weights, matrices: list[Matrix], book: KeyBook
         seconds = time.perf_counter() - started
         return reading, seconds, rows(matrix.param, matrix.layer, matrix.module, reading, seconds)
 
-    # one more thread than cores: while one holds the GIL between torch calls the cores stay busy; at most 4
-    # matrices (and their differences) in memory at once, the cores shared among them
-    threads = torch.get_num_threads()
-    workers = 1 if device.type != "cpu" else max(1, min(threads + 1, len(matrices), 4))
-    if workers > 1:
-        torch.set_num_threads(max(1, threads // workers))
-    try:
+    with sharing_cores(device, len(matrices)) as workers:
         readings = in_order(read_and_compare, matrices, workers)
         for index, (matrix, (reading, seconds, matrix_rows)) in enumerate(zip(matrices, readings, strict=True)):
             if say:
@@ -109,6 +104,19 @@ def _readings(ckpt: Weights, ref: Weights, matrices: list[Matrix], book: KeyBook
                 say(f"{index + 1}/{len(matrices)} {matrix.param}: k {reading.k}, mean angle {mean:.2f}° (u), "
                     f"{reading.method}, {seconds:.2f} s")  # fmt: skip
             yield from matrix_rows
+
+
+@contextlib.contextmanager
+def sharing_cores(device: torch.device, items: int) -> Iterator[int]:
+    """How many matrices run at once, with torch's threads shared among them until the block ends. On a CPU, one
+    more than there are cores: while one thread holds the GIL between torch calls the cores stay busy; at most 4
+    matrices (and their differences) in memory at once. On a GPU, one."""
+    threads = torch.get_num_threads()
+    workers = 1 if device.type != "cpu" else max(1, min(threads + 1, items, 4))
+    if workers > 1:
+        torch.set_num_threads(max(1, threads // workers))
+    try:
+        yield workers
     finally:
         torch.set_num_threads(threads)
 
