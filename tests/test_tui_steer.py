@@ -468,3 +468,25 @@ async def test_a_runs_table_message_handled_after_the_table_left_is_not_a_crash(
         await pilot.pause()
         await pilot.pause()
         assert app.is_running and app.poller.selected == moved_to, "the message's own table named the run"
+
+
+async def test_a_snapshot_handled_while_the_app_shuts_down_is_not_a_crash(store: Seeded) -> None:
+    """Textual's shutdown stops the app running, then removes the panes one by one: a snapshot handled in between
+    (CI caught it: the queue pane gone, the runs pane still there) is dropped, not a crash."""
+    from healer.tui.app import SnapshotReady
+    from healer.tui.panels.queue import QueuePane
+    from healer.tui.poller import Poller
+
+    path, runs = store
+    app = _app_on(path, runs)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _ready(app, pilot, lambda: runs["sft"] in app.snapshot.rows)
+        raw = Poller(path).poll()
+        assert raw is not None
+        await app.query_one(QueuePane).remove()
+        app._running = False  # the state textual's App._shutdown leaves before it prunes the screens
+        try:
+            app.on_snapshot_ready(SnapshotReady(raw))
+        finally:
+            app._running = True
+        assert app.snapshot is not None and app.query_one("#views")

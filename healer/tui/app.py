@@ -227,8 +227,8 @@ class HealerApp(App[None]):
     # -- snapshots -----------------------------------------------------------------------------------------
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
-        if self._stop.is_set() or not self.query("#views") or not self.query(RunsPane):
-            return  # the app is closing: a poll that finished meanwhile has no screen to go to
+        if self._leaving() or not self.query("#views") or not self.query(RunsPane):
+            return
         self.raw_lineage = message.snapshot.lineage
         snapshot = self._view(message.snapshot)
         previous = self.snapshot
@@ -253,7 +253,15 @@ class HealerApp(App[None]):
         self._show_gpus()
         self._header(None)
 
+    def _leaving(self) -> bool:
+        """The app is closing: a poll that finished meanwhile has no screen to go to. Textual stops running before it
+        removes the widgets one by one (and unmounts the app, which sets _stop, after them), so a message handled
+        in between would find some panes and not others."""
+        return self._stop.is_set() or not self.is_running
+
     def on_gpus_read(self, message: GpusRead) -> None:
+        if self._leaving():
+            return
         self.gpu_stats = message.reading.stats
         self._show_gpus()
 
@@ -264,7 +272,8 @@ class HealerApp(App[None]):
         panel.display = bool(self.gpu_stats) and self.settings.shows("gpus")
 
     def on_notice(self, message: Notice) -> None:
-        self._header(message.text)
+        if not self._leaving():
+            self._header(message.text)
 
     def _header(self, notice: str | None) -> None:
         snapshot = self.snapshot
